@@ -12,6 +12,7 @@ apt_packages=(
   libopencv-dev libopenblas-dev
   libboost-dev libboost-filesystem-dev libboost-system-dev libboost-thread-dev libboost-python-dev
   python3-dev python3-venv
+  graphviz  # pydot in Caffe's test_draw calls `dot`
 )
 missing=()
 for p in "${apt_packages[@]}"; do
