@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install_deps.sh
 source scripts/python_env.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE="$PYTHON" \
+cmake -S . -B build -Wno-dev -Wno-deprecated -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE="$PYTHON" \
   -DCAFFE_NPAIR_CUDA="${CAFFE_NPAIR_CUDA:-OFF}" ${CAFFE_SOURCE_DIR:+-DCAFFE_SOURCE_DIR="$CAFFE_SOURCE_DIR"}
 cmake --build build -j"$(nproc)"
 echo "build: done. Now: source build/env.sh"
