@@ -1,0 +1,79 @@
+"""NPairLossParameter for the Python layer: param_str in protobuf text format.
+
+The message comes from npair_loss_pb2, compiled from the project's proto/npair_loss.proto
+(the build puts it in build/python), not from pycaffe's caffe_pb2: the fallback runs in
+a pycaffe that has never heard of NPairLossParameter. Values are validated as the C++
+layer does, and floats are kept as the float32 values the message holds.
+"""
+import math
+import re
+from typing import NamedTuple
+
+import numpy
+from google.protobuf import text_format
+
+LAYER = 'NPairMultiClassLoss (Python)'
+
+
+class NPairParams(NamedTuple):
+    """NPairLossParameter's values: floats as float32 values, enums by name."""
+    margin_ident: float
+    margin_diff: float
+    identsn: float
+    diffsn: float
+    ap_mining_region: str
+    ap_mining_method: str
+    an_mining_region: str
+    an_mining_method: str
+
+
+def message_class():
+    """npair_loss_pb2.NPairLossParameter, with a way out when the module is missing."""
+    try:
+        import npair_loss_pb2
+    except ImportError as e:
+        raise ImportError(
+            f'{LAYER}: cannot import npair_loss_pb2 ({e}). Compile it from the project\'s '
+            'proto: protoc -I proto --python_out=DIR proto/npair_loss.proto, with DIR on '
+            'PYTHONPATH (the build puts it in build/python).') from e
+    return npair_loss_pb2.NPairLossParameter
+
+
+def parse_param_str(param_str):
+    """NPairParams from a param_str such as 'margin_diff: -0.05 an_mining_method: HARD'."""
+    msg = message_class()()
+    try:
+        text_format.Parse(param_str, msg)
+    except text_format.ParseError as e:
+        field = _field_before(param_str, e.GetLine(), e.GetColumn())
+        where = f' (field {field})' if field else ''
+        raise ValueError(f'{LAYER}: bad param_str{where}: {e}') from None
+    return from_message(msg)
+
+
+def _field_before(text, line, column):
+    """The name of the last 'name:' before (line, column) of text, 1-based: the field
+    whose value a text-format error points at (older protobufs do not name it)."""
+    if line is None or column is None:
+        return None
+    lines = text.split('\n')[:line]
+    lines[-1] = lines[-1][:column - 1]
+    names = re.findall(r'([A-Za-z_]\w*)\s*:', '\n'.join(lines))
+    return names[-1] if names else None
+
+
+def from_message(msg):
+    """NPairParams from any message with NPairLossParameter's fields (npair_loss_pb2's,
+    or the fork's caffe_pb2's). A non-finite float is an error, used or not."""
+    values = {}
+    for name in NPairParams._fields:
+        field = msg.DESCRIPTOR.fields_by_name[name]
+        value = getattr(msg, name)
+        if field.enum_type is not None:
+            values[name] = field.enum_type.values_by_number[value].name
+            continue
+        value = float(numpy.float32(value))
+        if not math.isfinite(value):
+            raise ValueError(f'{LAYER}: {name} must be finite, got {value}')
+        values[name] = value
+    return NPairParams(**values)
