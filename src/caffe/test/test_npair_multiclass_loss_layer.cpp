@@ -1,0 +1,692 @@
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "google/protobuf/text_format.h"
+#include "gtest/gtest.h"
+
+#include "caffe/blob.hpp"
+#include "caffe/common.hpp"
+#include "caffe/layers/npair_multiclass_loss_layer.hpp"
+#include "caffe/net.hpp"
+#include "caffe/util/npair_selection.hpp"
+
+#include "caffe/test/test_caffe_main.hpp"
+#include "caffe/test/test_gradient_check_util.hpp"
+
+namespace caffe {
+
+namespace {
+
+typedef NPairLossParameter P;  // For the enum names.
+
+const double kInf = std::numeric_limits<double>::infinity();
+
+// Every (region, method) of one side, for loops over the whole space.
+const P::MiningRegion kRegions[] = {P::LOCAL, P::GLOBAL};
+const P::MiningMethod kMethods[] =
+    {P::HARD, P::EASY, P::RAND, P::RELATIVE_HARD, P::RELATIVE_EASY};
+
+// Backward's propagate_down: the features, never the labels.
+vector<bool> FeaturesOnly() {
+  vector<bool> down(2, false);
+  down[0] = true;
+  return down;
+}
+
+// The spec's worked example (section 9): four unit rows, labels 0, 0, 1, 1.
+const double kExampleX[] = {1, 0, 0.6, 0.8, 0, 1, -0.6, 0.8};
+const double kExampleY[] = {0, 0, 1, 1};
+
+// What the layer should output for a batch, loss weight 1 on the loss.
+struct NPairExpected {
+  double loss;
+  double recall[3];     // R@1, R@5, R@10
+  double asum;
+  vector<double> grad;  // d loss / d X, N x D
+};
+
+// ---------------------------------------------------------------------------
+// A brute-force reference: the spec's formulas as plain loops in double, with
+// whole sorts where the layer selects, and sums without log-sum-exp shifts
+// (so keep |S| well below 700 here).
+
+bool ReferenceKeep(bool positive, P::MiningMethod method, double s, double t,
+                   double m) {
+  switch (method) {
+  case P::HARD:          return positive ? s < t + m : s > t + m;
+  case P::EASY:          return positive ? s >= t + m : s <= t + m;
+  case P::RELATIVE_HARD: return positive ? s <= t + m : s >= t + m;
+  case P::RELATIVE_EASY: return positive ? s >= t + m : s <= t + m;
+  default:               return true;
+  }
+}
+
+vector<double> ReferenceThresholds(const vector<vector<double> >& s,
+    const vector<double>& y, bool positives, P::MiningRegion region,
+    P::MiningMethod method, float sn) {
+  const int num = y.size();
+  const bool relative =
+      method == P::RELATIVE_HARD || method == P::RELATIVE_EASY;
+  // Relative: the list of the side's own pairs. Otherwise: positives look at
+  // the negatives' maximum, negatives at the positives' minimum.
+  const bool list_of_positives = relative ? positives : !positives;
+  vector<double> t(num);
+  for (int i = 0; i < num; ++i) {
+    vector<double> list;
+    for (int a = 0; a < num; ++a) {
+      for (int b = 0; b < num; ++b) {
+        if (a != b && (region == P::GLOBAL || a == i) &&
+            (y[a] == y[b]) == list_of_positives) {
+          list.push_back(s[a][b]);
+        }
+      }
+    }
+    std::sort(list.begin(), list.end());
+    const double n = list.size();
+    const double v = sn;  // The float32 value, exactly.
+    if (list.empty()) {
+      t[i] = positives ? -kInf : kInf;
+    } else if (relative) {
+      double pos = (v >= 0) ? n - 1 - std::floor(v) : std::trunc(n - 1 + v * n);
+      pos = std::min(std::max(pos, 0.0), n - 1);
+      t[i] = list[static_cast<int>(pos)];
+    } else {
+      t[i] = positives ? list.back() : list.front();
+    }
+  }
+  return t;
+}
+
+NPairExpected NPairReference(const vector<double>& x,
+    const vector<double>& y, int dim, const NPairLossParameter& p) {
+  const int num = y.size();
+  vector<vector<double> > s(num, vector<double>(num, 0));
+  for (int i = 0; i < num; ++i) {
+    for (int j = 0; j < num; ++j) {
+      for (int k = 0; k < dim; ++k) {
+        s[i][j] += x[i * dim + k] * x[j * dim + k];
+      }
+    }
+  }
+  const vector<double> t_pos = ReferenceThresholds(s, y, true,
+      p.ap_mining_region(), p.ap_mining_method(), p.identsn());
+  const vector<double> t_neg = ReferenceThresholds(s, y, false,
+      p.an_mining_region(), p.an_mining_method(), p.diffsn());
+  NPairExpected out;
+  out.loss = 0;
+  vector<vector<double> > g(num, vector<double>(num, 0));
+  for (int i = 0; i < num; ++i) {
+    vector<bool> kept(num, false);
+    double sum_all = 0, sum_pos = 0;
+    int kept_pos = 0;
+    for (int j = 0; j < num; ++j) {
+      if (j == i) { continue; }
+      const bool same = (y[j] == y[i]);
+      kept[j] = same ?
+          ReferenceKeep(true, p.ap_mining_method(), s[i][j], t_pos[i],
+                        p.margin_ident()) :
+          ReferenceKeep(false, p.an_mining_method(), s[i][j], t_neg[i],
+                        p.margin_diff());
+      if (!kept[j]) { continue; }
+      sum_all += std::exp(s[i][j]);
+      if (same) { sum_pos += std::exp(s[i][j]); ++kept_pos; }
+    }
+    if (kept_pos == 0) { continue; }
+    out.loss += std::log(sum_all) - std::log(sum_pos);
+    for (int j = 0; j < num; ++j) {
+      if (!kept[j]) { continue; }
+      g[i][j] = std::exp(s[i][j]) / sum_all -
+          (y[j] == y[i] ? std::exp(s[i][j]) / sum_pos : 0);
+    }
+  }
+  out.loss /= num;
+  out.grad.assign(num * dim, 0);
+  for (int i = 0; i < num; ++i) {
+    for (int j = 0; j < num; ++j) {
+      for (int k = 0; k < dim; ++k) {
+        out.grad[i * dim + k] += (g[i][j] + g[j][i]) * x[j * dim + k] / num;
+      }
+    }
+  }
+  const int kK[] = {1, 5, 10};
+  int eligible = 0, hits[3] = {0, 0, 0};
+  for (int i = 0; i < num; ++i) {
+    double best = -kInf;
+    for (int j = 0; j < num; ++j) {
+      if (j != i && y[j] == y[i]) { best = std::max(best, s[i][j]); }
+    }
+    if (best == -kInf) { continue; }
+    ++eligible;
+    int ahead = 0;
+    for (int j = 0; j < num; ++j) {
+      if (y[j] != y[i] && s[i][j] >= best) { ++ahead; }
+    }
+    for (int k = 0; k < 3; ++k) { hits[k] += ahead < kK[k]; }
+  }
+  for (int k = 0; k < 3; ++k) {
+    out.recall[k] = eligible ? static_cast<double>(hits[k]) / eligible : 0;
+  }
+  out.asum = 0;
+  for (int i = 0; i < x.size(); ++i) { out.asum += std::fabs(x[i]); }
+  out.asum /= num;
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+
+// How far the outcome of every comparison mining makes is from flipping: the
+// thresholds are similarities (or +-inf), compared with a similarity shifted
+// by 0 or a margin. Moving one coordinate by h moves every S_ij by at most
+// h * max|x|, so no comparison flips while this exceeds 2 h max|x|.
+double MiningSlack(const vector<double>& x, int num, int dim,
+                   const vector<double>& margins) {
+  vector<double> s;
+  for (int i = 0; i < num; ++i) {
+    for (int j = i + 1; j < num; ++j) {
+      double dot = 0;
+      for (int k = 0; k < dim; ++k) { dot += x[i * dim + k] * x[j * dim + k]; }
+      s.push_back(dot);
+    }
+  }
+  double slack = kInf;
+  for (int a = 0; a < s.size(); ++a) {
+    for (int b = 0; b < s.size(); ++b) {
+      for (int m = 0; m < margins.size(); ++m) {
+        // A similarity against itself (the threshold it set) cannot flip.
+        if (a == b && margins[m] == 0) { continue; }
+        slack = std::min(slack, std::fabs(s[a] - s[b] - margins[m]));
+      }
+    }
+  }
+  return slack;
+}
+
+NPairLossParameter Mining(P::MiningRegion ap_region, P::MiningMethod ap_method,
+    P::MiningRegion an_region, P::MiningMethod an_method) {
+  NPairLossParameter p;
+  p.set_ap_mining_region(ap_region);
+  p.set_ap_mining_method(ap_method);
+  p.set_an_mining_region(an_region);
+  p.set_an_mining_method(an_method);
+  return p;
+}
+
+// All 100 mining configurations, margins and SNs left at their defaults.
+vector<NPairLossParameter> AllMinings() {
+  vector<NPairLossParameter> all;
+  for (int a = 0; a < 2; ++a) {
+    for (int b = 0; b < 5; ++b) {
+      for (int c = 0; c < 2; ++c) {
+        for (int d = 0; d < 5; ++d) {
+          all.push_back(Mining(kRegions[a], kMethods[b], kRegions[c],
+                               kMethods[d]));
+        }
+      }
+    }
+  }
+  return all;
+}
+
+}  // namespace
+
+TEST(NPairSelectionTest, TestRelativePosition) {
+  EXPECT_EQ(9, NPairRelativePosition(10, 0.f));
+  EXPECT_EQ(9, NPairRelativePosition(10, -0.f));  // -0.0 counts as >= 0.
+  EXPECT_EQ(7, NPairRelativePosition(10, 2.f));
+  EXPECT_EQ(7, NPairRelativePosition(10, 2.7f));  // floor
+  EXPECT_EQ(0, NPairRelativePosition(10, 100.f));
+  EXPECT_EQ(6, NPairRelativePosition(10, -0.25f));  // trunc(6.5)
+  // float32 -0.3 is -0.300000012: 9 - 3.00000012 truncates to 5, not 6.
+  EXPECT_EQ(5, NPairRelativePosition(10, -0.3f));
+  EXPECT_EQ(0, NPairRelativePosition(10, -1.f));
+  EXPECT_EQ(0, NPairRelativePosition(10, 1e30f));
+  EXPECT_EQ(0, NPairRelativePosition(10, -1e30f));
+  EXPECT_EQ(0, NPairRelativePosition(1, 0.f));
+  EXPECT_EQ(0, NPairRelativePosition(1, -0.5f));
+}
+
+TEST(NPairSelectionTest, TestKeepWithEmptyLists) {
+  // No negative: positives' threshold -inf; no positive: negatives' +inf.
+  EXPECT_FALSE(NPairKeepPositive(P::HARD, 1, -kInf, 0.5));
+  EXPECT_TRUE(NPairKeepPositive(P::EASY, 1, -kInf, 0.5));
+  EXPECT_FALSE(NPairKeepNegative(P::HARD, 1, kInf, -0.5));
+  EXPECT_TRUE(NPairKeepNegative(P::EASY, 1, kInf, -0.5));
+  EXPECT_TRUE(NPairKeepPositive(P::RAND, 1, 0, 0));
+  EXPECT_TRUE(NPairKeepNegative(P::RAND, 1, 0, 0));
+  // The relative methods keep the threshold's own pair.
+  EXPECT_TRUE(NPairKeepPositive(P::RELATIVE_HARD, 0.5, 0.5, 0));
+  EXPECT_TRUE(NPairKeepNegative(P::RELATIVE_HARD, 0.5, 0.5, 0));
+  EXPECT_TRUE(NPairKeepPositive(P::RELATIVE_EASY, 0.5, 0.5, 0));
+  EXPECT_TRUE(NPairKeepNegative(P::RELATIVE_EASY, 0.5, 0.5, 0));
+}
+
+template <typename TypeParam>
+class NPairMultiClassLossLayerTest : public MultiDeviceTest<TypeParam> {
+  typedef typename TypeParam::Dtype Dtype;
+
+ protected:
+  NPairMultiClassLossLayerTest() {
+    Caffe::set_random_seed(1701);
+    bottom_.push_back(&features_);
+    bottom_.push_back(&labels_);
+    for (int i = 0; i < 5; ++i) { tops_.push_back(new Blob<Dtype>()); }
+  }
+  virtual ~NPairMultiClassLossLayerTest() {
+    for (int i = 0; i < tops_.size(); ++i) { delete tops_[i]; }
+  }
+
+  void SetBatch(const vector<double>& x, const vector<double>& y) {
+    const int num = y.size();
+    features_.Reshape(num, x.size() / num, 1, 1);
+    labels_.Reshape(vector<int>(1, num));
+    std::copy(x.begin(), x.end(), features_.mutable_cpu_data());
+    std::copy(y.begin(), y.end(), labels_.mutable_cpu_data());
+  }
+  void SetWorkedExample() {
+    SetBatch(vector<double>(kExampleX, kExampleX + 8),
+             vector<double>(kExampleY, kExampleY + 4));
+  }
+  // Features on a grid of quarters: every product and sum is exact in float,
+  // so the layer sees the reference's similarities bit for bit, ties and all.
+  void SetGridBatch(const vector<double>& y, int dim) {
+    vector<double> x(y.size() * dim);
+    for (int i = 0; i < x.size(); ++i) {
+      x[i] = (static_cast<int>(caffe_rng_rand() % 9) - 4) / 4.;
+    }
+    SetBatch(x, y);
+  }
+  vector<double> Features() const {
+    return vector<double>(features_.cpu_data(),
+                          features_.cpu_data() + features_.count());
+  }
+  vector<double> Labels() const {
+    return vector<double>(labels_.cpu_data(),
+                          labels_.cpu_data() + labels_.count());
+  }
+  vector<Blob<Dtype>*> Tops(int num_tops) const {
+    return vector<Blob<Dtype>*>(tops_.begin(), tops_.begin() + num_tops);
+  }
+
+  // Forward, then Backward with loss weight 1 on the loss, on num_tops tops;
+  // the features' diff is filled with garbage first, to see it overwritten.
+  void Run(const LayerParameter& param, int num_tops) {
+    NPairMultiClassLossLayer<Dtype> layer(param);
+    const vector<Blob<Dtype>*> top = Tops(num_tops);
+    layer.SetUp(bottom_, top);
+    layer.Forward(bottom_, top);
+    caffe_set(features_.count(), Dtype(7), features_.mutable_cpu_diff());
+    layer.Backward(top, FeaturesOnly(), bottom_);
+  }
+
+  // Compares all five tops and the gradient with the reference, within the
+  // spec's tolerances.
+  void ExpectMatchesReference(const NPairLossParameter& p) {
+    SCOPED_TRACE(p.ShortDebugString());
+    LayerParameter param;
+    param.mutable_npair_loss_param()->CopyFrom(p);
+    Run(param, 5);
+    const NPairExpected expected = NPairReference(Features(), Labels(),
+        features_.count(1), p);
+    const bool is_float = sizeof(Dtype) == 4;
+    const double rel = is_float ? 1e-4 : 1e-10;
+    EXPECT_NEAR(expected.loss, tops_[0]->cpu_data()[0],
+                rel * std::max(std::fabs(expected.loss), 1e-3));
+    for (int k = 0; k < 3; ++k) {
+      EXPECT_NEAR(expected.recall[k], tops_[1 + k]->cpu_data()[0], rel);
+    }
+    EXPECT_NEAR(expected.asum, tops_[4]->cpu_data()[0], rel * expected.asum);
+    double largest = 0;
+    for (int i = 0; i < expected.grad.size(); ++i) {
+      largest = std::max(largest, std::fabs(expected.grad[i]));
+    }
+    const double grad_tol = (is_float ? 1e-3 : 1e-8) * largest;
+    for (int i = 0; i < expected.grad.size(); ++i) {
+      EXPECT_NEAR(expected.grad[i], features_.cpu_diff()[i], grad_tol) << i;
+    }
+  }
+
+  // Loss, gradient and R@K on the current batch for every mining: all zero
+  // with no positive pair; zero, zero and one with no negative pair.
+  void ExpectNothingToLearn(double recall) {
+    const vector<NPairLossParameter> minings = AllMinings();
+    for (int m = 0; m < minings.size(); ++m) {
+      SCOPED_TRACE(minings[m].ShortDebugString());
+      LayerParameter param;
+      param.mutable_npair_loss_param()->CopyFrom(minings[m]);
+      Run(param, 5);
+      EXPECT_EQ(0, tops_[0]->cpu_data()[0]);
+      for (int k = 1; k <= 3; ++k) {
+        EXPECT_EQ(recall, tops_[k]->cpu_data()[0]);
+      }
+      for (int i = 0; i < features_.count(); ++i) {
+        EXPECT_EQ(0, features_.cpu_diff()[i]);
+      }
+    }
+  }
+
+  Blob<Dtype> features_;
+  Blob<Dtype> labels_;
+  vector<Blob<Dtype>*> bottom_;
+  vector<Blob<Dtype>*> tops_;
+};
+
+TYPED_TEST_CASE(NPairMultiClassLossLayerTest, TestDtypesAndDevices);
+
+TYPED_TEST(NPairMultiClassLossLayerTest, TestWorkedExample) {
+  this->SetWorkedExample();
+  this->Run(LayerParameter(), 5);
+  EXPECT_NEAR(0.8005876, this->tops_[0]->cpu_data()[0], 1e-6);
+  EXPECT_EQ(0.5, this->tops_[1]->cpu_data()[0]);
+  EXPECT_EQ(1, this->tops_[2]->cpu_data()[0]);
+  EXPECT_EQ(1, this->tops_[3]->cpu_data()[0]);
+  EXPECT_NEAR(1.2, this->tops_[4]->cpu_data()[0], 1e-6);
+}
+
+TYPED_TEST(NPairMultiClassLossLayerTest, TestWorkedExampleLocalHard) {
+  // S_ab = 0.6, S_ac = 0, S_ad = -0.6, S_bc = 0.8, S_bd = 0.28, S_cd = 0.8.
+  // Only query b keeps a positive (a: 0.6 < its hardest negative, c: 0.8)
+  // and a negative (c: 0.8 > its easiest positive, a: 0.6), so the loss is
+  // (log(e^0.6 + e^0.8) - 0.6) / 4 = log(1 + e^0.2) / 4.
+  this->SetWorkedExample();
+  LayerParameter param;
+  param.mutable_npair_loss_param()->CopyFrom(
+      Mining(P::LOCAL, P::HARD, P::LOCAL, P::HARD));
+  this->Run(param, 1);
+  EXPECT_NEAR(std::log(1 + std::exp(0.2)) / 4,
+              this->tops_[0]->cpu_data()[0], 1e-6);
+}
+
+TYPED_TEST(NPairMultiClassLossLayerTest, TestTopsInOrder) {
+  typedef typename TypeParam::Dtype Dtype;
+  const double loss = 0.8005876, asum = 1.2, recall[] = {0.5, 1, 1};
+  for (int num_tops = 1; num_tops <= 5; ++num_tops) {
+    SCOPED_TRACE(num_tops);
+    this->SetWorkedExample();
+    NPairMultiClassLossLayer<Dtype> layer((LayerParameter()));
+    const vector<Blob<Dtype>*> top = this->Tops(num_tops);
+    layer.SetUp(this->bottom_, top);
+    // With no loss_weight, the loss weighs 1 and every monitor 0.
+    const Dtype weighted = layer.Forward(this->bottom_, top);
+    EXPECT_NEAR(loss, weighted, 1e-6);
+    EXPECT_EQ(1, layer.loss(0));
+    EXPECT_NEAR(loss, top[0]->cpu_data()[0], 1e-6);
+    for (int i = 1; i < num_tops; ++i) {
+      EXPECT_EQ(0, top[i]->num_axes());
+      EXPECT_EQ(0, layer.loss(i));
+      const double expected = (i == num_tops - 1) ? asum : recall[i - 1];
+      EXPECT_NEAR(expected, top[i]->cpu_data()[0], 1e-6) << "top " << i;
+    }
+  }
+}
+
+TYPED_TEST(NPairMultiClassLossLayerTest, TestMonitorWeightsLeaveGradient) {
+  typedef typename TypeParam::Dtype Dtype;
+  this->SetWorkedExample();
+  LayerParameter param;
+  for (int i = 0; i < 5; ++i) { param.add_loss_weight(1); }
+  NPairMultiClassLossLayer<Dtype> layer(param);
+  const vector<Blob<Dtype>*> top = this->Tops(5);
+  layer.SetUp(this->bottom_, top);
+  for (int i = 0; i < 5; ++i) { EXPECT_EQ(1, layer.loss(i)); }
+  layer.Forward(this->bottom_, top);
+  layer.Backward(top, FeaturesOnly(), this->bottom_);
+  const vector<double> with_monitors(this->features_.cpu_diff(),
+      this->features_.cpu_diff() + this->features_.count());
+  for (int i = 1; i < 5; ++i) { top[i]->mutable_cpu_diff()[0] = 0; }
+  layer.Backward(top, FeaturesOnly(), this->bottom_);
+  for (int i = 0; i < this->features_.count(); ++i) {
+    EXPECT_EQ(with_monitors[i], this->features_.cpu_diff()[i]);
+  }
+}
+
+TYPED_TEST(NPairMultiClassLossLayerTest, TestMatchesReference) {
+  const float sn[][2] = {{2, 1}, {-0.3f, -0.6f}, {0, 0}, {-0.f, -0.f},
+      {1e30f, -1e30f}, {-1e30f, 1e30f}, {-1, 3.7f}};
+  // Margins on the quarter grid tie exactly with similarities; the others
+  // check that the float32 margin is what is compared.
+  const float margins[][2] = {{0, 0}, {0.25f, -0.25f}, {0.1f, -0.05f}};
+  const double batches[][10] = {{0, 0, 0, 1, 1, 1, 2, 2, 3, 4},
+                                {5, 5, 5, 5, 7, 7, 7}};
+  const int sizes[] = {10, 7}, dims[] = {3, 2};
+  const vector<NPairLossParameter> minings = AllMinings();
+  for (int b = 0; b < 2; ++b) {
+    this->SetGridBatch(vector<double>(batches[b], batches[b] + sizes[b]),
+                       dims[b]);
+    for (int m = 0; m < minings.size(); ++m) {
+      for (int s = 0; s < sizeof(sn) / sizeof(sn[0]); ++s) {
+        for (int g = 0; g < sizeof(margins) / sizeof(margins[0]); ++g) {
+          NPairLossParameter p = minings[m];
+          p.set_identsn(sn[s][0]);
+          p.set_diffsn(sn[s][1]);
+          p.set_margin_ident(margins[g][0]);
+          p.set_margin_diff(margins[g][1]);
+          this->ExpectMatchesReference(p);
+        }
+      }
+    }
+  }
+}
+
+TYPED_TEST(NPairMultiClassLossLayerTest, TestGradient) {
+  typedef typename TypeParam::Dtype Dtype;
+  const int num = 6, dim = 3;
+  const double y[num] = {0, 0, 0, 1, 1, 2};
+  const float margin_ident = 0.1f, margin_diff = -0.15f;
+  const Dtype step = 1e-3;
+  // The loss is piecewise smooth: mining switches pairs on and off. Draw
+  // features until no comparison mining makes is within twice the reach of
+  // a checker step (see MiningSlack), so selection stays put while checking.
+  vector<double> margins(3, 0);
+  margins[1] = margin_ident;
+  margins[2] = margin_diff;
+  vector<double> x(num * dim);
+  for (int draw = 0; ; ++draw) {
+    ASSERT_LT(draw, 1000) << "no batch with enough slack";
+    caffe_rng_gaussian<double>(x.size(), 0, 1, x.data());
+    double largest = 0;
+    for (int i = 0; i < x.size(); ++i) {
+      largest = std::max(largest, std::fabs(x[i]) + step);
+    }
+    if (MiningSlack(x, num, dim, margins) > 4 * step * largest) { break; }
+  }
+  this->SetBatch(x, vector<double>(y, y + num));
+  const vector<NPairLossParameter> minings = AllMinings();
+  for (int m = 0; m < minings.size(); ++m) {
+    SCOPED_TRACE(minings[m].ShortDebugString());
+    LayerParameter param;
+    NPairLossParameter* p = param.mutable_npair_loss_param();
+    p->CopyFrom(minings[m]);
+    p->set_margin_ident(margin_ident);
+    p->set_margin_diff(margin_diff);
+    p->set_identsn(1);
+    p->set_diffsn(-0.5);
+    NPairMultiClassLossLayer<Dtype> layer(param);
+    GradientChecker<Dtype> checker(step, 1e-3, 1701);
+    checker.CheckGradientExhaustive(&layer, this->bottom_, this->Tops(1), 0);
+  }
+}
+
+TYPED_TEST(NPairMultiClassLossLayerTest, TestSingleSample) {
+  const double x[] = {0.5, -2, 1};
+  this->SetBatch(vector<double>(x, x + 3), vector<double>(1, 3));
+  this->Run(LayerParameter(), 5);
+  EXPECT_EQ(0, this->tops_[0]->cpu_data()[0]);
+  for (int k = 1; k <= 3; ++k) { EXPECT_EQ(0, this->tops_[k]->cpu_data()[0]); }
+  EXPECT_EQ(3.5, this->tops_[4]->cpu_data()[0]);
+  for (int i = 0; i < 3; ++i) { EXPECT_EQ(0, this->features_.cpu_diff()[i]); }
+}
+
+TYPED_TEST(NPairMultiClassLossLayerTest, TestNoPositivePair) {
+  const double y[] = {0, 1, 2, 3, 4};
+  this->SetGridBatch(vector<double>(y, y + 5), 3);
+  this->ExpectNothingToLearn(0);  // No query is eligible for R@K.
+}
+
+TYPED_TEST(NPairMultiClassLossLayerTest, TestNoNegativePair) {
+  this->SetGridBatch(vector<double>(5, 2), 3);
+  this->ExpectNothingToLearn(1);  // Nothing can outrank a positive.
+}
+
+TYPED_TEST(NPairMultiClassLossLayerTest, TestLargeScaleIsFinite) {
+  // D = 1: S_01 = 600, S_02 = 930, S_12 = 620; exp overflows double above
+  // 709. l_0 = log(e^600 + e^930) - 600 = 330 + log1p(e^-330),
+  // l_1 = 20 + log1p(e^-20), l_2 = 0 (no positive). The softmax weights are
+  // then 0 or 1 up to e^-20, so G + G^T = [0 -2 1; -2 0 1; 1 1 0] and the
+  // gradient (G + G^T) x / 3 = (-9, -29, 50) / 3.
+  const double x[] = {30, 20, 31}, y[] = {0, 0, 1};
+  this->SetBatch(vector<double>(x, x + 3), vector<double>(y, y + 3));
+  this->Run(LayerParameter(), 1);
+  EXPECT_NEAR((350 + std::log1p(std::exp(-20.))) / 3,
+              this->tops_[0]->cpu_data()[0], 1e-6 * 117);
+  const double grad[] = {-9. / 3, -29. / 3, 50. / 3};
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_NEAR(grad[i], this->features_.cpu_diff()[i], 1e-6 * 17);
+  }
+}
+
+TYPED_TEST(NPairMultiClassLossLayerTest, TestUsageBlock) {
+  typedef typename TypeParam::Dtype Dtype;
+  // The seed's usage block, verbatim, after an input layer.
+  const string proto =
+      "force_backward: true "
+      "layer { name: 'data' type: 'Input' top: 'pool5/7x7_s1' "
+      "  top: 'label_type_mb' "
+      "  input_param { shape { dim: 8 dim: 5 dim: 1 dim: 1 } "
+      "                shape { dim: 8 } } } "
+      "\n"
+      "layer {\n"
+      "    bottom: \"pool5/7x7_s1\"\n"
+      "    name: \"loss3/pool5/7x7_s1/norm\"\n"
+      "    type: \"L2Normalize\"\n"
+      "    top: \"loss3/pool5/7x7_s1/norm\"\n"
+      "}\n"
+      "layer {\n"
+      "    bottom: \"loss3/pool5/7x7_s1/norm\"\n"
+      "    #bottom: \"pool5/7x7_s1\"\n"
+      "    bottom: \"label_type_mb\"\n"
+      "    name: \"loss3/type_mb\"\n"
+      "    type: \"NPairMultiClassLoss\"\n"
+      "    top: \"loss3/type_npair_mc\"\n"
+      "    top: \"loss3/type_npair_mc_retrieve_top1\"\n"
+      "    top: \"loss3/type_npair_mc_retrieve_top5\"\n"
+      "    top: \"loss3/type_npair_mc_retrieve_top10\"\n"
+      "    top: \"loss3/feature_asum\"\n"
+      "    loss_weight: 1\n"
+      "    loss_weight: 1\n"
+      "    loss_weight: 1\n"
+      "    loss_weight: 1\n"
+      "    loss_weight: 1\n"
+      "    npair_loss_param {\n"
+      "        margin_ident: 0.0\n"
+      "        margin_diff: -0.05\n"
+      "        identsn: -0.0\n"
+      "        diffsn: -0.3 #对于绝对选择来说该项无效\n"
+      "        ap_mining_region: GLOBAL\n"
+      "        ap_mining_method: RELATIVE_HARD\n"
+      "        an_mining_region: LOCAL\n"
+      "        an_mining_method: HARD # RELATIVE_HARD\n"
+      "    }\n"
+      "    #loss_weight: 1\n"
+      "    #include {\n"
+      "    #    phase: TRAIN\n"
+      "    #}\n"
+      "} \n";
+  NetParameter net_param;
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(proto, &net_param));
+  Net<Dtype> net(net_param);
+  Blob<Dtype>* data = net.blob_by_name("pool5/7x7_s1").get();
+  caffe_rng_gaussian<Dtype>(data->count(), 0, 1, data->mutable_cpu_data());
+  const double y[] = {0, 0, 0, 1, 1, 2, 2, 3};
+  std::copy(y, y + 8, net.blob_by_name("label_type_mb")->mutable_cpu_data());
+  Dtype loss;
+  net.Forward(&loss);
+  net.Backward();
+
+  const Blob<Dtype>& norm = *net.blob_by_name("loss3/pool5/7x7_s1/norm");
+  const NPairExpected expected = NPairReference(
+      vector<double>(norm.cpu_data(), norm.cpu_data() + norm.count()),
+      vector<double>(y, y + 8), 5,
+      net_param.layer(2).npair_loss_param());
+  const char* tops[] = {"loss3/type_npair_mc",
+      "loss3/type_npair_mc_retrieve_top1", "loss3/type_npair_mc_retrieve_top5",
+      "loss3/type_npair_mc_retrieve_top10", "loss3/feature_asum"};
+  const double values[] = {expected.loss, expected.recall[0],
+      expected.recall[1], expected.recall[2], expected.asum};
+  double sum = 0;
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_NEAR(values[i], net.blob_by_name(tops[i])->cpu_data()[0],
+                1e-4 * std::max(values[i], 1.)) << tops[i];
+    sum += values[i];
+  }
+  EXPECT_NEAR(sum, loss, 1e-4 * sum);
+  // The monitors' weights of 1 reach the solver's loss, not the gradient.
+  for (int i = 0; i < norm.count(); ++i) {
+    EXPECT_NEAR(expected.grad[i], norm.cpu_diff()[i], 1e-5);
+  }
+}
+
+// Set-up errors name the layer and the problem.
+template <typename Dtype>
+class NPairMultiClassLossLayerDeathTest : public ::testing::Test {
+ protected:
+  NPairMultiClassLossLayerDeathTest()
+      : features_(4, 2, 1, 1), labels_(vector<int>(1, 4)) {
+    // Re-executing the binary keeps a forked child clear of BLAS threads.
+    ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+    bottom_.push_back(&features_);
+    bottom_.push_back(&labels_);
+    top_.push_back(&loss_);
+  }
+  Blob<Dtype> features_, labels_, loss_;
+  vector<Blob<Dtype>*> bottom_, top_;
+};
+
+TYPED_TEST_CASE(NPairMultiClassLossLayerDeathTest, TestDtypes);
+
+TYPED_TEST(NPairMultiClassLossLayerDeathTest, TestLabelCount) {
+  NPairMultiClassLossLayer<TypeParam> layer((LayerParameter()));
+  this->labels_.Reshape(4, 2, 1, 1);
+  EXPECT_DEATH(layer.SetUp(this->bottom_, this->top_),
+               "NPairMultiClassLoss Layer: bottom.1. must hold exactly one "
+               "label per sample");
+}
+
+TYPED_TEST(NPairMultiClassLossLayerDeathTest, TestTooManyTops) {
+  NPairMultiClassLossLayer<TypeParam> layer((LayerParameter()));
+  vector<Blob<TypeParam>*> top(6, &this->loss_);
+  EXPECT_DEATH(layer.SetUp(this->bottom_, top),
+               "NPairMultiClassLoss Layer produces at most 5 top blob");
+}
+
+TYPED_TEST(NPairMultiClassLossLayerDeathTest, TestNonFiniteParameters) {
+  const char* fields[] = {"margin_ident", "margin_diff", "identsn", "diffsn"};
+  for (int f = 0; f < 4; ++f) {
+    LayerParameter param;  // RAND everywhere: none of these is used.
+    NPairLossParameter* p = param.mutable_npair_loss_param();
+    const float bad = (f % 2) ? std::numeric_limits<float>::quiet_NaN()
+                              : -std::numeric_limits<float>::infinity();
+    if (f == 0) { p->set_margin_ident(bad); }
+    if (f == 1) { p->set_margin_diff(bad); }
+    if (f == 2) { p->set_identsn(bad); }
+    if (f == 3) { p->set_diffsn(bad); }
+    NPairMultiClassLossLayer<TypeParam> layer(param);
+    EXPECT_DEATH(layer.SetUp(this->bottom_, this->top_),
+                 string("NPairMultiClassLoss Layer: npair_loss_param.") +
+                 fields[f] + " must be finite");
+  }
+}
+
+TYPED_TEST(NPairMultiClassLossLayerDeathTest, TestNoGradientToLabels) {
+  NPairMultiClassLossLayer<TypeParam> layer((LayerParameter()));
+  EXPECT_FALSE(layer.AllowForceBackward(1));
+  EXPECT_TRUE(layer.AllowForceBackward(0));
+  layer.SetUp(this->bottom_, this->top_);
+  layer.Forward(this->bottom_, this->top_);
+  EXPECT_DEATH(layer.Backward(this->top_, vector<bool>(2, true), this->bottom_),
+               "NPairMultiClassLoss Layer cannot backpropagate to label");
+}
+
+}  // namespace caffe
