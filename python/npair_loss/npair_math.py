@@ -158,6 +158,12 @@ def mask_unselected(S, same, params):
     return S
 
 
+def selected_pairs(X, labels, params):
+    """The pairs (i, j) that the selection keeps, as an N x N boolean array."""
+    S = mask_unselected(similarity(X), label_relation(labels), params)
+    return S > -array_module(S).inf
+
+
 def loss_and_weights(L, same):
     """From the kept logits L (see mask_unselected): the per-query losses
     l_i = lse(kept) - lse(kept positives), 0 without a kept positive, and

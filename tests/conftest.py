@@ -1,0 +1,159 @@
+"""Shared fixtures for the N-pair tests.
+
+- python/ on sys.path, and npair_loss_pb2 compiled from proto/ with protoc when the
+  build's copy (build/python, on PYTHONPATH after `source build/env.sh`) is absent, so
+  the fallback's math tests run without a build.
+- `caffe`: pycaffe on CPU, or a skip saying why; `cpp_layer`: the same, also skipping
+  when this pycaffe has no C++ NPairMultiClassLoss.
+- `npair_cases`: random batches kept away from selection thresholds and Recall@K ties
+  (where float and double may rightly disagree), checked against tests/npair_reference.
+"""
+import importlib
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import npair_reference as ref
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.join(ROOT, 'python') not in sys.path:
+    sys.path.append(os.path.join(ROOT, 'python'))
+
+# Spec section 5, for float: loss and monitors relative, the gradient against its
+# largest element.
+RTOL = 1e-4
+GRAD_TOL = 1e-3
+# Smallest distance from a selection threshold or a Recall@K tie, for a case to count as
+# "away" from them, relative to the largest |S_ij|: float32's S is off by ~1e-7 of it.
+GAP = 1e-3
+SN_VALUES = (0.0, -0.0, 1.0, 2.5, 7.0, 1e30, -0.05, -0.3, -0.5, -1.0, -2.0, -1e30)
+MARGINS = (0.0, 0.05, -0.05, 0.2, -0.3)
+
+
+def _ensure_pb2(tmp_dir):
+    try:
+        importlib.import_module('npair_loss_pb2')
+        return
+    except ImportError:
+        pass
+    protoc = shutil.which('protoc')
+    if protoc is None:
+        return          # the tests that need it fail with params.py's own message
+    subprocess.run([protoc, '-I', os.path.join(ROOT, 'proto'), f'--python_out={tmp_dir}',
+                    os.path.join(ROOT, 'proto', 'npair_loss.proto')], check=True)
+    sys.path.append(str(tmp_dir))
+
+
+@pytest.fixture(scope='session', autouse=True)
+def npair_loss_pb2_importable(tmp_path_factory):
+    _ensure_pb2(tmp_path_factory.mktemp('pb2'))
+
+
+@pytest.fixture(scope='session')
+def caffe():
+    """pycaffe in CPU mode, quiet; skips when it is not importable."""
+    os.environ.setdefault('GLOG_minloglevel', '2')
+    try:
+        import caffe
+    except ImportError as e:
+        pytest.skip(f'pycaffe not importable ({e}): build the fork, then `source build/env.sh`')
+    caffe.set_mode_cpu()
+    return caffe
+
+
+@pytest.fixture(scope='session')
+def cpp_layer(caffe):
+    """pycaffe with the C++ NPairMultiClassLoss layer registered."""
+    if 'NPairMultiClassLoss' not in list(caffe.layer_type_list()):
+        pytest.skip('this pycaffe has no NPairMultiClassLoss layer (not the fork?)')
+    return caffe
+
+
+class Case:
+    """A batch: float32 features X (N x D), float32 labels, ref.Params."""
+
+    def __init__(self, X, labels, params):
+        self.X, self.labels, self.params = X, labels, params
+        self.N = len(X)
+
+    def reference(self, g=1.0):
+        return ref.evaluate(self.X, self.labels, self.params, g)
+
+    def __repr__(self):
+        return f'Case(N={self.N}, D={self.X.shape[1]}, labels={self.labels.tolist()}, {self.params})'
+
+
+class Cases:
+    """Random Case and Params generators (a numpy Generator in, reproducible)."""
+
+    @staticmethod
+    def params(rng, **fixed):
+        values = dict(
+            margin_ident=float(rng.choice(MARGINS)), margin_diff=float(rng.choice(MARGINS)),
+            identsn=float(rng.choice(SN_VALUES)), diffsn=float(rng.choice(SN_VALUES)),
+            ap_mining_region=str(rng.choice(ref.REGIONS)),
+            ap_mining_method=str(rng.choice(ref.METHODS)),
+            an_mining_region=str(rng.choice(ref.REGIONS)),
+            an_mining_method=str(rng.choice(ref.METHODS)))
+        values.update(fixed)
+        return ref.Params(**values)
+
+    @staticmethod
+    def case(rng, params, N=None, D=None, classes=None, scale=1.0, normalize=True, tries=200):
+        """A batch whose selection and Recall@K are at least GAP (relative) from a
+        threshold or a tie; N, D and the number of classes random unless given."""
+        for _ in range(tries):
+            n = int(rng.integers(2, 13)) if N is None else N
+            d = int(rng.integers(1, 6)) if D is None else D
+            k = int(rng.integers(1, max(2, n // 2) + 1)) if classes is None else classes
+            X = rng.normal(size=(n, d))
+            if normalize:
+                X /= np.linalg.norm(X, axis=1, keepdims=True)
+            X = (scale * X).astype(np.float32)
+            labels = rng.integers(0, k, size=n).astype(np.float32)
+            size = max(1.0, float(np.max(np.abs(X.astype(np.float64) @ X.T.astype(np.float64)))))
+            if (ref.boundary_gap(X, labels, params) >= GAP * size
+                    and ref.recall_gap(X, labels) >= GAP * size):
+                return Case(X, labels, params)
+        raise AssertionError(f'no batch away from the thresholds in {tries} tries: {params}')
+
+
+@pytest.fixture(scope='session')
+def npair_cases():
+    return Cases()
+
+
+def _close(value, expected, rtol):
+    return abs(value - expected) <= rtol * max(abs(expected), 1e-12) or value == expected
+
+
+@pytest.fixture(scope='session')
+def assert_matches_reference():
+    """assert_matches_reference(case, tops, grad=None, g=1.0, rtol=RTOL, grad_tol=GRAD_TOL):
+    the values of the layer's tops (loss, R@K..., asum, as many as it has) and, if given,
+    d(g * loss)/dX against the reference, within spec section 5's float tolerances."""
+    def check(case, tops, grad=None, g=1.0, rtol=RTOL, grad_tol=GRAD_TOL):
+        result = case.reference(g)
+        expected = ref.top_values(result, len(tops))
+        for name, (value, want) in zip(_top_names(len(tops)), zip(tops, expected)):
+            assert math.isfinite(value), f'{name} = {value} for {case}'
+            assert _close(float(value), want, rtol), f'{name}: {value} != {want} for {case}'
+        if grad is not None:
+            grad = np.asarray(grad, dtype=np.float64).reshape(result.grad.shape)
+            assert np.isfinite(grad).all(), case
+            err = np.max(np.abs(grad - result.grad), initial=0.0)
+            scale = np.max(np.abs(result.grad), initial=0.0)
+            assert err <= grad_tol * scale or err <= 1e-12, \
+                f'gradient off by {err} (largest {scale}) for {case}'
+    return check
+
+
+def _top_names(ntop):
+    if ntop == 1:
+        return ['loss']
+    return ['loss'] + [f'R@{K}' for K in ref.RECALL_KS[:ntop - 2]] + ['feature_asum']
