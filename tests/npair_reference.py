@@ -42,6 +42,12 @@ def params_from_message(msg):
     return Params(**values)
 
 
+def to_text(params):
+    """params as the body of an NPairLossParameter in protobuf text format, one line."""
+    return ' '.join(f'{name}: {value!r}' if isinstance(value, float) else f'{name}: {value}'
+                    for name, value in params._asdict().items())
+
+
 class Result(NamedTuple):
     loss: float
     recall: dict            # K -> R@K for K in RECALL_KS
