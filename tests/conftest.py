@@ -20,6 +20,7 @@ import pytest
 
 import npair_reference as ref
 
+os.environ.setdefault('GLOG_minloglevel', '2')     # before any import of caffe
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.join(ROOT, 'python') not in sys.path:
     sys.path.append(os.path.join(ROOT, 'python'))
@@ -56,8 +57,7 @@ def npair_loss_pb2_importable(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def caffe():
-    """pycaffe in CPU mode, quiet; skips when it is not importable."""
-    os.environ.setdefault('GLOG_minloglevel', '2')
+    """pycaffe in CPU mode; skips when it is not importable."""
     try:
         import caffe
     except ImportError as e:
@@ -102,6 +102,11 @@ class Cases:
             an_mining_method=str(rng.choice(ref.METHODS)))
         values.update(fixed)
         return ref.Params(**values)
+
+    @staticmethod
+    def of(X, labels, params):
+        """A Case of given arrays (kept away from the thresholds by the caller)."""
+        return Case(np.asarray(X, np.float32), np.asarray(labels, np.float32), params)
 
     @staticmethod
     def case(rng, params, N=None, D=None, classes=None, scale=1.0, normalize=True, tries=200):
