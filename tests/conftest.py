@@ -162,3 +162,52 @@ def _top_names(ntop):
     if ntop == 1:
         return ['loss']
     return ['loss'] + [f'R@{K}' for K in ref.RECALL_KS[:ntop - 2]] + ['feature_asum']
+
+
+# The seed's usage block (shared/seeds/000_*.txt), verbatim, comments included.
+USAGE_BLOCK = '''
+layer {
+    bottom: "pool5/7x7_s1"
+    name: "loss3/pool5/7x7_s1/norm"
+    type: "L2Normalize"
+    top: "loss3/pool5/7x7_s1/norm"
+}
+layer {
+    bottom: "loss3/pool5/7x7_s1/norm"
+    #bottom: "pool5/7x7_s1"
+    bottom: "label_type_mb"
+    name: "loss3/type_mb"
+    type: "NPairMultiClassLoss"
+    top: "loss3/type_npair_mc"
+    top: "loss3/type_npair_mc_retrieve_top1"
+    top: "loss3/type_npair_mc_retrieve_top5"
+    top: "loss3/type_npair_mc_retrieve_top10"
+    top: "loss3/feature_asum"
+    loss_weight: 1
+    loss_weight: 1
+    loss_weight: 1
+    loss_weight: 1
+    loss_weight: 1
+    npair_loss_param {
+        margin_ident: 0.0
+        margin_diff: -0.05
+        identsn: -0.0
+        diffsn: -0.3 #对于绝对选择来说该项无效
+        ap_mining_region: GLOBAL
+        ap_mining_method: RELATIVE_HARD
+        an_mining_region: LOCAL
+        an_mining_method: HARD # RELATIVE_HARD
+    }
+    #loss_weight: 1
+    #include {
+    #    phase: TRAIN
+    #}
+} 
+'''
+
+
+@pytest.fixture(scope='session')
+def usage_block():
+    """The seed's usage block, as written (L2Normalize and NPairMultiClassLoss layers)."""
+    return USAGE_BLOCK
+

@@ -11,46 +11,6 @@ caffe = pytest.importorskip('caffe', reason='pycaffe not importable: source buil
 
 from npair_loss import convert  # noqa: E402
 
-# The seed's usage block (shared/seeds/000_*.txt), verbatim, comments included.
-USAGE_BLOCK = '''
-layer {
-    bottom: "pool5/7x7_s1"
-    name: "loss3/pool5/7x7_s1/norm"
-    type: "L2Normalize"
-    top: "loss3/pool5/7x7_s1/norm"
-}
-layer {
-    bottom: "loss3/pool5/7x7_s1/norm"
-    #bottom: "pool5/7x7_s1"
-    bottom: "label_type_mb"
-    name: "loss3/type_mb"
-    type: "NPairMultiClassLoss"
-    top: "loss3/type_npair_mc"
-    top: "loss3/type_npair_mc_retrieve_top1"
-    top: "loss3/type_npair_mc_retrieve_top5"
-    top: "loss3/type_npair_mc_retrieve_top10"
-    top: "loss3/feature_asum"
-    loss_weight: 1
-    loss_weight: 1
-    loss_weight: 1
-    loss_weight: 1
-    loss_weight: 1
-    npair_loss_param {
-        margin_ident: 0.0
-        margin_diff: -0.05
-        identsn: -0.0
-        diffsn: -0.3 #对于绝对选择来说该项无效
-        ap_mining_region: GLOBAL
-        ap_mining_method: RELATIVE_HARD
-        an_mining_region: LOCAL
-        an_mining_method: HARD # RELATIVE_HARD
-    }
-    #loss_weight: 1
-    #include {
-    #    phase: TRAIN
-    #}
-} 
-'''
 NORM, LOSS_TOPS = 'loss3/pool5/7x7_s1/norm', [
     'loss3/type_npair_mc', 'loss3/type_npair_mc_retrieve_top1', 'loss3/type_npair_mc_retrieve_top5',
     'loss3/type_npair_mc_retrieve_top10', 'loss3/feature_asum']
@@ -60,7 +20,7 @@ USAGE_PARAMS = ref.Params(margin_ident=0.0, margin_diff=-0.05, identsn=-0.0, dif
 EPS = 1e-12      # L2Normalize's
 
 
-def usage_net_text(N, C, features='Input'):
+def usage_net_text(usage_block, N, C, features='Input'):
     """The usage block fed by an Input (or DummyData) of features and an Input of labels."""
     if features == 'Input':
         data = f'''layer {{ name: "data" type: "Input" top: "pool5/7x7_s1" top: "label_type_mb"
@@ -70,7 +30,7 @@ def usage_net_text(N, C, features='Input'):
   dummy_data_param {{ shape {{ dim: {N} dim: {C} dim: 1 dim: 1 }}
                      data_filler {{ type: "gaussian" std: 1 }} }} }}
 layer {{ name: "label" type: "Input" top: "label_type_mb" input_param {{ shape {{ dim: {N} }} }} }}'''
-    return 'force_backward: true\n' + data + '\n' + USAGE_BLOCK
+    return 'force_backward: true\n' + data + '\n' + usage_block
 
 
 def loss_net_text(N, D, params, ntop=5, layer_type='NPairMultiClassLoss'):
@@ -117,11 +77,12 @@ def unnormalized(case, rng):
     return case.X * rng.uniform(0.5, 3.0, size=(case.N, 1)).astype(np.float32)
 
 
-def test_usage_block_runs_as_written(make_net, npair_cases, assert_matches_reference):
+def test_usage_block_runs_as_written(usage_block, make_net, npair_cases,
+                                     assert_matches_reference):
     rng = np.random.default_rng(2024)
     N, C = 16, 8
     case = npair_cases.case(rng, USAGE_PARAMS, N=N, D=C, classes=5)
-    net = make_net(usage_net_text(N, C))
+    net = make_net(usage_net_text(usage_block, N, C))
     assert [net.blob_loss_weights[t] for t in LOSS_TOPS] == [1.0] * 5
     x = unnormalized(case, rng)
     net.blobs['pool5/7x7_s1'].data[...] = x.reshape(N, C, 1, 1)
@@ -137,9 +98,10 @@ def test_usage_block_runs_as_written(make_net, npair_cases, assert_matches_refer
     assert not net.blobs['label_type_mb'].diff.any()
 
 
-def test_usage_block_with_dummy_data(cpp_layer, make_net, npair_cases, assert_matches_reference):
+def test_usage_block_with_dummy_data(usage_block, cpp_layer, make_net, npair_cases,
+                                    assert_matches_reference):
     N, C = 12, 6
-    net = make_net(usage_net_text(N, C, features='DummyData'))
+    net = make_net(usage_net_text(usage_block, N, C, features='DummyData'))
     labels = np.repeat(np.arange(4), 3).astype(np.float32)
     net.blobs['label_type_mb'].data[...] = labels
     for seed in range(50):
@@ -261,12 +223,13 @@ def test_cpp_and_python_layers_agree(seed, ntop, cpp_layer, tmp_path_factory, np
     assert np.abs(cpp_grad - py_grad).max() <= 1e-3 * max(np.abs(py_grad).max(), 1e-12), case
 
 
-def test_usage_block_converted_to_the_fallback_gives_the_same_numbers(make_net, npair_cases):
+def test_usage_block_converted_to_the_fallback_gives_the_same_numbers(usage_block, make_net,
+                                                                     npair_cases):
     rng = np.random.default_rng(77)
     N, C = 16, 8
     case = npair_cases.case(rng, USAGE_PARAMS, N=N, D=C, classes=5)
     x = unnormalized(case, rng).reshape(N, C, 1, 1)
-    cpp_text = usage_net_text(N, C)
+    cpp_text = usage_net_text(usage_block, N, C)
     py_text, names = convert.convert(cpp_text, 'python')
     assert names == ['loss3/type_mb'] and 'type: "NPairMultiClassLoss"' not in py_text
     assert convert.convert(py_text, 'cpp')[0].replace(' ', '').count('npair_loss_param') == 1

@@ -104,15 +104,15 @@ def _indent(text, offset):
     return re.match(r'[ \t]*', text[line_start:]).group()
 
 
-def _first(fields, name):
+def first(fields, name):
     return next((f for f in fields if f.name == name), None)
 
 
 def _to_python(text, layer):
     """Edits (start, end, replacement) that turn a C++ layer into the fallback."""
-    edits = [(_first(layer.children, 'type').values[0].start,
-              _first(layer.children, 'type').end, '"Python"')]
-    param = _first(layer.children, 'npair_loss_param')
+    edits = [(first(layer.children, 'type').values[0].start,
+              first(layer.children, 'type').end, '"Python"')]
+    param = first(layer.children, 'npair_loss_param')
     msg = message_class()()
     if param is not None:
         text_format.Parse(text[param.inner[0]:param.inner[1]], msg)
@@ -124,7 +124,7 @@ def _to_python(text, layer):
         last = layer.children[-1]
         edits.append((last.end, last.end, f'\n{_indent(text, last.start)}{python_param}'))
     tops = [f for f in layer.children if f.name == 'top']
-    if tops and _first(layer.children, 'loss_weight') is None:
+    if tops and first(layer.children, 'loss_weight') is None:
         indent = _indent(text, tops[-1].start)
         weights = ''.join(f'\n{indent}loss_weight: {1 if k == 0 else 0}' for k in range(len(tops)))
         edits.append((tops[-1].end, tops[-1].end, weights))
@@ -133,9 +133,9 @@ def _to_python(text, layer):
 
 def _to_cpp(text, layer):
     """Edits that turn a fallback layer back into the C++ layer."""
-    type_field = _first(layer.children, 'type')
-    param = _first(layer.children, 'python_param')
-    param_str = _first(param.children, 'param_str')
+    type_field = first(layer.children, 'type')
+    param = first(layer.children, 'python_param')
+    param_str = first(param.children, 'param_str')
     msg = message_class()()
     text_format.Parse(string_value(param_str) if param_str else '', msg)
     indent = _indent(text, param.start)
@@ -147,17 +147,17 @@ def _to_cpp(text, layer):
             (param.start, param.end, block)]
 
 
-def _is_cpp(layer):
-    t = _first(layer.children, 'type')
+def is_cpp_layer(layer):
+    t = first(layer.children, 'type')
     return t is not None and string_value(t) == CPP_TYPE
 
 
-def _is_fallback(layer):
-    t = _first(layer.children, 'type')
-    p = _first(layer.children, 'python_param')
+def is_fallback_layer(layer):
+    t = first(layer.children, 'type')
+    p = first(layer.children, 'python_param')
     if t is None or string_value(t) != 'Python' or p is None:
         return False
-    module, cls = _first(p.children, 'module'), _first(p.children, 'layer')
+    module, cls = first(p.children, 'module'), first(p.children, 'layer')
     return (module is not None and cls is not None
             and string_value(module) == MODULE and string_value(cls) == CLASS)
 
@@ -165,11 +165,11 @@ def _is_fallback(layer):
 def convert(text, to='python'):
     """(converted text, names of the layers converted)."""
     fields, _ = parse_fields(tokenize(text))
-    wanted, rewrite = (_is_cpp, _to_python) if to == 'python' else (_is_fallback, _to_cpp)
+    wanted, rewrite = (is_cpp_layer, _to_python) if to == 'python' else (is_fallback_layer, _to_cpp)
     edits, names = [], []
     for layer in fields:
         if layer.name == 'layer' and layer.children is not None and wanted(layer):
-            name = _first(layer.children, 'name')
+            name = first(layer.children, 'name')
             names.append(string_value(name) if name else '')
             edits += rewrite(text, layer)
     for start, end, replacement in sorted(edits, reverse=True):

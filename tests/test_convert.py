@@ -1,0 +1,171 @@
+"""npair_loss.convert: C++ NPairMultiClassLoss layers <-> the Python fallback, on the
+seed's usage block and on a whole net; everything but the converted layers' type and
+parameter block is left as it was."""
+import re
+
+import pytest
+from google.protobuf import text_format
+
+import npair_reference as ref
+from npair_loss import convert
+
+NET = '''# A whole net: comments, a name, several layers, two N-pair heads.
+name: "whole"
+force_backward: true
+layer {
+  name: "data"   # features and labels
+  type: "Input"
+  top: "x"
+  top: "label"
+  input_param { shape { dim: 8 dim: 6 } shape { dim: 8 } }
+}
+layer {
+  name: "embed"
+  type: "InnerProduct"
+  bottom: "x"
+  top: "feat"
+  param { lr_mult: 1 }
+  inner_product_param { num_output: 4 weight_filler { type: "xavier" } }
+}
+layer {
+  name: "npair_train"
+  type: "NPairMultiClassLoss"
+  bottom: "feat"
+  bottom: "label"
+  top: "loss"
+  top: "asum"
+  npair_loss_param { an_mining_method: HARD margin_diff: -0.1 }
+  include { phase: TRAIN }
+}
+layer { name: "npair_test" type: "NPairMultiClassLoss" bottom: "feat" bottom: "label"
+        top: "test_loss" top: "r1" top: "test_asum" loss_weight: 2 loss_weight: 0 loss_weight: 0
+        include { phase: TEST } }
+layer {
+  name: "other_python"
+  type: "Python"
+  bottom: "feat"
+  top: "copy"
+  python_param { module: "somewhere" layer: "Else" param_str: "margin_diff: 1" }
+}
+'''
+
+
+def layer_blocks(text):
+    """{name: text of its layer block} for the top-level layers."""
+    fields, _ = convert.parse_fields(convert.tokenize(text))
+    blocks = {}
+    for f in fields:
+        if f.name != 'layer':
+            continue
+        name = convert.string_value(convert.first(f.children, 'name'))
+        blocks[name] = text[f.start:f.end]
+    return blocks
+
+
+def npair_params_of(block):
+    """ref.Params of the N-pair layer in text, C++ or fallback."""
+    from npair_loss.params import message_class
+    msg = message_class()()
+    fields, _ = convert.parse_fields(convert.tokenize(block))
+    layer = [f for f in fields if convert.is_cpp_layer(f) or convert.is_fallback_layer(f)][0]
+    if convert.is_cpp_layer(layer):
+        cpp = convert.first(layer.children, 'npair_loss_param')
+        text_format.Parse(block[cpp.inner[0]:cpp.inner[1]] if cpp else '', msg)
+    else:
+        python_param = convert.first(layer.children, 'python_param')
+        param_str = convert.first(python_param.children, 'param_str')
+        text_format.Parse(convert.string_value(param_str) if param_str else '', msg)
+    return ref.params_from_message(msg)
+
+
+def test_usage_block_to_python_and_back(usage_block):
+    py, names = convert.convert(usage_block, 'python')
+    assert names == ['loss3/type_mb']
+    assert 'type: "Python"' in py and 'module: "npair_loss" layer: "NPairMultiClassLossLayer"' in py
+    assert npair_params_of(py) == npair_params_of(usage_block)
+    # Outside the type line and the parameter block, not a character changed.
+    before = re.sub(r'type: "NPairMultiClassLoss"', '', usage_block)
+    before = re.sub(r'npair_loss_param \{.*?\n    \}', '', before, flags=re.S)
+    after = re.sub(r'type: "Python"', '', py)
+    after = re.sub(r'python_param \{[^\n]*\}', '', after)
+    assert after == before
+    assert len(re.findall(r'^ *loss_weight: 1', py, re.M)) == 5    # given: kept, none added
+    back, names = convert.convert(py, 'cpp')
+    assert names == ['loss3/type_mb'] and 'type: "NPairMultiClassLoss"' in back
+    assert npair_params_of(back) == npair_params_of(usage_block)
+    assert back.replace('    ', '').count('\n') <= usage_block.count('\n')
+
+
+def test_whole_net_to_python():
+    py, names = convert.convert(NET, 'python')
+    assert names == ['npair_train', 'npair_test']
+    old, new = layer_blocks(NET), layer_blocks(py)
+    assert list(new) == list(old)
+    for name in ('data', 'embed', 'other_python'):
+        assert new[name] == old[name]
+    assert py.split('layer {')[0] == NET.split('layer {')[0]       # header and comments
+    train = new['npair_train']
+    assert 'loss_weight: 1\n  loss_weight: 0\n' in train            # Caffe's defaults, explicit
+    assert 'include { phase: TRAIN }' in train and 'bottom: "label"' in train
+    assert npair_params_of(train) == npair_params_of(old['npair_train'])
+    test = new['npair_test']
+    assert test.count('loss_weight') == 3 and 'loss_weight: 2' in test
+    assert 'include { phase: TEST }' in test
+    back, names = convert.convert(py, 'cpp')
+    assert names == ['npair_train', 'npair_test']
+    for name, block in layer_blocks(back).items():
+        if name.startswith('npair'):
+            assert npair_params_of(block) == npair_params_of(old[name])
+            assert 'type: "NPairMultiClassLoss"' in block and 'python_param' not in block
+        else:
+            assert block == old[name]
+
+
+def test_whole_net_parses_as_caffe_netparameter():
+    caffe_pb2 = pytest.importorskip('caffe.proto.caffe_pb2', reason='pycaffe not importable')
+    py, _ = convert.convert(NET, 'python')
+    original = text_format.Parse(NET, caffe_pb2.NetParameter())
+    converted = text_format.Parse(py, caffe_pb2.NetParameter())
+    assert original.name == converted.name and original.force_backward == converted.force_backward
+    for a, b in zip(original.layer, converted.layer):
+        assert (a.name, list(a.bottom), list(a.top), list(a.include)) == \
+               (b.name, list(b.bottom), list(b.top), list(b.include))
+        if a.type == 'NPairMultiClassLoss':
+            assert b.type == 'Python' and list(b.loss_weight) == (
+                list(a.loss_weight) or [1.0] + [0.0] * (len(a.top) - 1))
+            assert b.python_param.module == 'npair_loss'
+        else:
+            assert a == b
+    back = text_format.Parse(convert.convert(py, 'cpp')[0], caffe_pb2.NetParameter())
+    for a, b in zip(original.layer, back.layer):
+        assert a.npair_loss_param == b.npair_loss_param and a.type == b.type
+
+
+def test_nothing_to_convert_leaves_the_text_alone():
+    text = NET.replace('NPairMultiClassLoss', 'Softmax').replace('npair_loss_param', 'softmax_param')
+    assert convert.convert(text, 'python') == (text, [])
+    assert convert.convert(NET, 'cpp') == (NET, [])
+
+
+def test_layer_without_parameters_gets_defaults():
+    text = 'layer { name: "l" type: "NPairMultiClassLoss" bottom: "f" bottom: "y" top: "loss" }\n'
+    py, _ = convert.convert(text, 'python')
+    assert 'param_str: ""' in py and 'loss_weight: 1' in py
+    assert npair_params_of(py) == ref.Params()
+
+
+def test_bad_parameters_are_an_error():
+    with pytest.raises(text_format.ParseError, match='margin_dif'):
+        convert.convert(NET.replace('margin_diff: -0.1', 'margin_dif: -0.1'), 'python')
+
+
+def test_command_line(tmp_path, capsys):
+    (tmp_path / 'net.prototxt').write_text(NET)
+    assert convert.main([str(tmp_path / 'net.prototxt'), str(tmp_path / 'py.prototxt')]) == 0
+    assert 'npair_train, npair_test' in capsys.readouterr().err
+    assert (tmp_path / 'py.prototxt').read_text() == convert.convert(NET, 'python')[0]
+    assert convert.main([str(tmp_path / 'py.prototxt'), '-', '--to', 'cpp']) == 0
+    assert capsys.readouterr().out == convert.convert(convert.convert(NET)[0], 'cpp')[0]
+    with pytest.raises(SystemExit) as e:
+        convert.main(['--help'])
+    assert e.value.code == 0 and '--to' in capsys.readouterr().out
