@@ -20,7 +20,6 @@ import pytest
 
 import npair_reference as ref
 
-os.environ.setdefault('GLOG_minloglevel', '2')     # before any import of caffe
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.join(ROOT, 'python') not in sys.path:
     sys.path.append(os.path.join(ROOT, 'python'))
