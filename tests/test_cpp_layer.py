@@ -246,3 +246,37 @@ def test_usage_block_converted_to_the_fallback_gives_the_same_numbers(usage_bloc
     (cpp_tops, cpp_grad), (py_tops, py_grad) = results
     assert cpp_tops == pytest.approx(py_tops, rel=1e-4)
     assert np.abs(cpp_grad - py_grad).max() <= 1e-3 * np.abs(cpp_grad).max()
+
+
+def test_gradcheck_of_the_usage_block(usage_block, tmp_path, capsys, npair_cases):
+    """npair_loss.gradcheck through L2Normalize into the C++ layer, from the command line:
+    the monitors (loss_weight 1 each) are left out of the objective."""
+    from npair_loss import gradcheck
+    rng = np.random.default_rng(5)
+    N, C = 8, 3
+    case = npair_cases.case(rng, USAGE_PARAMS, N=N, D=C, classes=3)
+    (tmp_path / 'net.prototxt').write_text(usage_net_text(usage_block, N, C), encoding='utf-8')
+    np.savez(tmp_path / 'in.npz', **{'pool5/7x7_s1': unnormalized(case, rng).reshape(N, C, 1, 1),
+                                     'label_type_mb': case.labels})
+    status = gradcheck.main([str(tmp_path / 'net.prototxt'), '--blob', 'pool5/7x7_s1',
+                             '--inputs', str(tmp_path / 'in.npz'), '--step', '1e-3',
+                             '--threshold', '1e-3'])
+    out = capsys.readouterr().out
+    assert status == 0 and 'pool5/7x7_s1: ' in out and ' 0 failed' in out, out
+
+
+def test_gradcheck_sees_the_cpp_selection(make_net):
+    """A step that moves a negative across the HARD threshold is skipped, not failed."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    from npair_loss import gradcheck
+    text, _ = loss_net_text(4, 2, ref.Params(an_mining_method='HARD'))
+    net = make_net(text)
+    net.blobs['feat'].data[...] = [[1, 0], [0.5, 0.8], [0.5001, -0.8], [-0.9, 0.1]]
+    net.blobs['label'].data[...] = [0, 0, 1, 2]
+    layers = gradcheck.npair_layers(net, text_format.Parse(text, caffe_pb2.NetParameter()))
+    assert [(layer.name, layer.params.an_mining_method) for layer in layers] == [('npair', 'HARD')]
+    report = gradcheck.check_gradient(net, 'feat', selection=gradcheck.npair_selection(layers))
+    assert report.ok and (2, 0) in report.skipped, report
+    with pytest.raises(ValueError, match='pass the NetParameter'):
+        gradcheck.npair_layers(net)
