@@ -176,6 +176,16 @@ def test_selection_bound_is_formed_in_double():
     assert ref.evaluate(X, labels, params).kept_positives[:2] == [[1], [0]]
 
 
+def test_similarity_is_exactly_symmetric():
+    rng = np.random.default_rng(1)
+    for X in (rng.normal(size=(300, 517)).astype(np.float32),
+              rng.normal(size=(64, 256)).astype(np.float32)[:, ::2]):
+        S = npair_math.similarity(X)
+        assert (S == S.T).all()
+        np.testing.assert_allclose(S, X.astype(np.float64) @ X.T.astype(np.float64),
+                                   rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize('method', ref.METHODS)
 def test_exact_ties_follow_each_rules_comparison(method):
     """Row 0 has its positive and its negative both at S = 0.5, exactly, so every

@@ -54,8 +54,13 @@ def to_host(a):
 
 
 def similarity(X):
-    """S = X X^T for features X (N x D)."""
-    return X @ X.T
+    """S = X X^T for features X (N x D), exactly symmetric: a RELATIVE_* threshold with
+    margin 0 compares a pair with its own mirror. NumPy's X @ X.T already is (syrk);
+    a general GEMM (CuPy's) need not be, hence the average, exact where it is."""
+    S = X @ X.T
+    S += S.T.copy()
+    S *= 0.5
+    return S
 
 
 def label_relation(labels):
