@@ -84,7 +84,8 @@ class Case:
         return ref.evaluate(self.X, self.labels, self.params, g)
 
     def __repr__(self):
-        return f'Case(N={self.N}, D={self.X.shape[1]}, labels={self.labels.tolist()}, {self.params})'
+        return (f'Case(N={self.N}, D={self.X.shape[1]}, labels={self.labels.tolist()}, '
+                f'{self.params})')
 
 
 class Cases:
@@ -209,4 +210,3 @@ layer {
 def usage_block():
     """The seed's usage block, as written (L2Normalize and NPairMultiClassLoss layers)."""
     return USAGE_BLOCK
-

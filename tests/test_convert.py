@@ -142,7 +142,8 @@ def test_whole_net_parses_as_caffe_netparameter():
 
 
 def test_nothing_to_convert_leaves_the_text_alone():
-    text = NET.replace('NPairMultiClassLoss', 'Softmax').replace('npair_loss_param', 'softmax_param')
+    text = NET.replace('NPairMultiClassLoss', 'Softmax')
+    text = text.replace('npair_loss_param', 'softmax_param')
     assert convert.convert(text, 'python') == (text, [])
     assert convert.convert(NET, 'cpp') == (NET, [])
 

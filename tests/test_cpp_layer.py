@@ -29,7 +29,8 @@ def usage_net_text(usage_block, N, C, features='Input'):
         data = f'''layer {{ name: "feat" type: "DummyData" top: "pool5/7x7_s1"
   dummy_data_param {{ shape {{ dim: {N} dim: {C} dim: 1 dim: 1 }}
                      data_filler {{ type: "gaussian" std: 1 }} }} }}
-layer {{ name: "label" type: "Input" top: "label_type_mb" input_param {{ shape {{ dim: {N} }} }} }}'''
+layer {{ name: "label" type: "Input" top: "label_type_mb"
+  input_param {{ shape {{ dim: {N} }} }} }}'''
     return 'force_backward: true\n' + data + '\n' + usage_block
 
 
@@ -99,7 +100,7 @@ def test_usage_block_runs_as_written(usage_block, make_net, npair_cases,
 
 
 def test_usage_block_with_dummy_data(usage_block, cpp_layer, make_net, npair_cases,
-                                    assert_matches_reference):
+                                     assert_matches_reference):
     N, C = 12, 6
     net = make_net(usage_net_text(usage_block, N, C, features='DummyData'))
     labels = np.repeat(np.arange(4), 3).astype(np.float32)
@@ -173,7 +174,7 @@ def test_netspec_writes_the_layer_and_it_parses_back(cpp_layer, make_net):
     text = str(n.to_proto())
     assert 'type: "NPairMultiClassLoss"' in text and 'npair_loss_param {' in text
     parsed = text_format.Parse(text, caffe_pb2.NetParameter())
-    layer = [l for l in parsed.layer if l.type == 'NPairMultiClassLoss'][0]
+    layer = [x for x in parsed.layer if x.type == 'NPairMultiClassLoss'][0]
     assert list(layer.top) == ['loss', 'r1', 'r5', 'r10', 'asum']
     assert ref.params_from_message(layer.npair_loss_param) == USAGE_PARAMS._replace(
         margin_diff=ref.f32(-0.05), diffsn=ref.f32(-0.3))
@@ -223,8 +224,8 @@ def test_cpp_and_python_layers_agree(seed, ntop, cpp_layer, tmp_path_factory, np
     assert np.abs(cpp_grad - py_grad).max() <= 1e-3 * max(np.abs(py_grad).max(), 1e-12), case
 
 
-def test_usage_block_converted_to_the_fallback_gives_the_same_numbers(usage_block, make_net,
-                                                                     npair_cases):
+def test_usage_block_converted_to_the_fallback_gives_the_same_numbers(
+        usage_block, make_net, npair_cases):
     rng = np.random.default_rng(77)
     N, C = 16, 8
     case = npair_cases.case(rng, USAGE_PARAMS, N=N, D=C, classes=5)

@@ -246,7 +246,8 @@ def test_bad_param_str_names_layer_and_field(param_str, field):
 @pytest.mark.parametrize('field', ['margin_ident', 'margin_diff', 'identsn', 'diffsn'])
 @pytest.mark.parametrize('value', ['inf', '-inf', 'nan', '1e39'])
 def test_non_finite_floats_are_rejected(field, value):
-    with pytest.raises(ValueError, match=f'NPairMultiClassLoss \\(Python\\): {field} must be finite'):
+    message = f'NPairMultiClassLoss \\(Python\\): {field} must be finite'
+    with pytest.raises(ValueError, match=message):
         npair_params.parse_param_str(f'ap_mining_method: RAND {field}: {value}')
 
 

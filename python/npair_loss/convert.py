@@ -56,7 +56,8 @@ def tokenize(text):
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None:
-            raise ValueError(f'convert: cannot read the prototxt at offset {pos}: {text[pos:pos + 30]!r}')
+            raise ValueError(f'convert: cannot read the prototxt at offset {pos}: '
+                             f'{text[pos:pos + 30]!r}')
         if m.lastgroup not in ('space', 'comment'):
             tokens.append(Token(m.lastgroup, m.group(), m.start(), m.end()))
         pos = m.end()
