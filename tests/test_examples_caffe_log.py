@@ -47,20 +47,26 @@ def test_find_series_and_file_input(tmp_path):
     f.write_text(LOG)
     p = caffe_log.parse_log(str(f))
     assert caffe_log.find_series(p, "train", "#0") == "npair_loss"
+    assert caffe_log.find_series(p, "train", "loss") == "npair_loss"
     assert caffe_log.find_series(p, "train", "top1") == "retrieve_top1"
     assert caffe_log.find_series(p, "test", "retrieve_top5") is None
     assert caffe_log.find_series(p, "train", "#9") is None
 
 
 def test_usage_block_names():
+    # caffe numbers outputs alphabetically: loss3/feature_asum comes first
     lines = ["I0 solver.cpp:218] Iteration 10 (5 iter/s, 2s/10 iters), loss = 3.1\n",
-             "I0 solver.cpp:237]     Train net output #0: loss3/type_npair_mc = 0.6 "
+             "I0 solver.cpp:237]     Train net output #0: loss3/feature_asum = 1.2 "
+             "(* 1 = 1.2 loss)\n",
+             "I0 solver.cpp:237]     Train net output #1: loss3/type_npair_mc = 0.6 "
              "(* 1 = 0.6 loss)\n",
-             "I0 solver.cpp:237]     Train net output #1: loss3/type_npair_mc_retrieve_top1 "
+             "I0 solver.cpp:237]     Train net output #2: loss3/type_npair_mc_retrieve_top1 "
              "= 0.5 (* 1 = 0.5 loss)\n"]
     p = caffe_log.parse_log(lines)
     assert caffe_log.find_series(p, "train", "top1") == "loss3/type_npair_mc_retrieve_top1"
+    assert caffe_log.find_series(p, "train", "loss") == "loss3/type_npair_mc"
     assert p["train"]["loss3/type_npair_mc"] == [(10, 0.6)]
+    assert p["train_order"][0] == "loss3/feature_asum"
 
 
 def test_plot_log_writes_png(tmp_path):

@@ -14,7 +14,8 @@ Caffe prints, every `display` iterations,
 Note that the "loss = " of the Iteration line is the sum of every top that
 has a loss_weight; the N-pair usage block puts loss_weight 1 on all five tops
 (loss, R@1, R@5, R@10, feature_asum), so that sum is not the loss: read the
-"Train net output #0" series instead.
+loss top's own "Train net output" series instead. Caffe numbers the outputs
+in the alphabetical order of their names (feature_asum may well be #0).
 """
 
 import re
@@ -77,10 +78,20 @@ def parse_log(lines):
     return out
 
 
+def is_monitor(name):
+    """An N-pair monitor top (R@K, feature_asum) or an accuracy, by its name."""
+    n = name.lower()
+    return any(s in n for s in ("top1", "top5", "top10", "asum", "accuracy", "recall", "r@"))
+
+
 def find_series(parsed, key, wanted):
-    """Name of the first output in parsed[key] matching `wanted`: an output
-    index ("#1") or a name/substring; None if absent."""
+    """Name of the first output in parsed[key] matching `wanted`: "loss" (the
+    first output that is not a monitor by its name), an output index ("#1"),
+    or a name or part of one; None if absent. Caffe numbers a net's outputs
+    in the alphabetical order of their names, not in the order of the tops."""
     names = [n for n in parsed.get(key + "_order", []) if n]
+    if wanted == "loss":
+        return next((n for n in names if not is_monitor(n)), None)
     if wanted.startswith("#"):
         i = int(wanted[1:])
         return names[i] if i < len(names) else None
