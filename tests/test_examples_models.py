@@ -1,0 +1,84 @@
+"""The example models: the GoogLeNet N-pair definition runs under `caffe time`
+with no data and no weights, its head is the seed's usage block verbatim, and
+the digits nets train for a few iterations and load in pycaffe."""
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(ROOT, "python"))
+GOOGLENET = os.path.join(ROOT, "models", "googlenet_npair", "train_val.prototxt")
+DIGITS = os.path.join(ROOT, "models", "digits")
+CAFFE = shutil.which("caffe")
+needs_caffe = pytest.mark.skipif(CAFFE is None, reason="`caffe` is not on PATH "
+                                 "(build the fork, then `source build/env.sh`)")
+
+
+def run_caffe(args, cwd, timeout=300):
+    env = dict(os.environ, GLOG_logtostderr="1")
+    p = subprocess.run([CAFFE] + args, cwd=cwd, env=env, timeout=timeout,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert p.returncode == 0, p.stdout[-3000:]
+    return p.stdout
+
+
+def test_googlenet_head_is_the_usage_block_verbatim():
+    seeds = glob.glob(os.path.join(ROOT, "..", "shared", "seeds", "000_*.txt"))
+    if not seeds:
+        pytest.skip("the project's shared/seeds/ is not beside the repository")
+    text = open(seeds[0], encoding="utf-8").read()
+    usage = re.search(r"USAGE\n```\n(.*?)```", text, re.S).group(1).strip("\n")
+    model = open(GOOGLENET, encoding="utf-8").read()
+    assert usage in model
+    assert model.rstrip().endswith(usage.rstrip())
+
+
+@needs_caffe
+def test_googlenet_npair_caffe_time():
+    out = run_caffe(["time", "-model", GOOGLENET, "-iterations", "2"], cwd=ROOT)
+    assert "Average Forward-Backward" in out
+    assert "loss3/type_mb" in out
+
+
+@needs_caffe
+def test_digits_nets_train_a_few_iterations(tmp_path):
+    from npair_examples import digits
+    data = tmp_path / "data"
+    assert digits.main(["--out", str(data), "--epochs", "1"]) == 0
+    for net, solver in (("train_val", "solver"), ("softmax_train_val", "softmax_solver")):
+        text = open(os.path.join(DIGITS, net + ".prototxt")).read()
+        (tmp_path / (net + ".prototxt")).write_text(
+            text.replace("runs/digits/data/", str(data) + "/"))
+        s = open(os.path.join(DIGITS, solver + ".prototxt")).read()
+        s = re.sub(r'net: ".*"', 'net: "%s"' % (tmp_path / (net + ".prototxt")), s)
+        s = re.sub(r"max_iter: \d+", "max_iter: 40", s)
+        s = re.sub(r"test_interval: \d+", "test_interval: 20", s)
+        s = re.sub(r"display: \d+", "display: 10", s)
+        s = re.sub(r'snapshot_prefix: ".*"', 'snapshot_prefix: "%s"' % (tmp_path / net), s)
+        (tmp_path / (solver + ".prototxt")).write_text(s)
+        out = run_caffe(["train", "--solver=" + str(tmp_path / (solver + ".prototxt"))],
+                        cwd=ROOT)
+        assert "Optimization Done" in out
+        assert (tmp_path / (net + "_iter_40.caffemodel")).exists()
+    from npair_examples import caffe_log
+    p = caffe_log.parse_log(out.splitlines(True))  # the softmax run's log
+    assert "softmax_loss" in p["train"] and "accuracy" in p["test"]
+
+
+def test_deploy_net_embeds_unit_vectors():
+    caffe = pytest.importorskip("caffe")
+    from npair_examples import evaluate
+    x = np.random.default_rng(0).random((7, 1, 8, 8)).astype(np.float32)
+    try:
+        emb = evaluate.extract(os.path.join(DIGITS, "deploy.prototxt"), "", x, "embed_norm",
+                               batch=4)
+    except Exception as e:  # noqa: BLE001
+        pytest.fail("deploy net did not run: %s" % e)
+    assert emb.shape == (7, 32)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
