@@ -39,7 +39,10 @@ step "1/5 data: scikit-learn digits in N-pair batches -> $run/data"
 py digits --out "$run/data" --train-classes 0-4 --epochs 50
 
 step "2/5 caffe train: N-pair embedding (log: $run/npair_train.log)"
-caffe train --solver=models/digits/solver.prototxt "${gpu[@]}" 2>&1 | tee "$run/npair_train.log"
+# The terminal shows caffe's log from "Solving" on (the net set-up is in the file).
+caffe train --solver=models/digits/solver.prototxt "${gpu[@]}" 2>&1 \
+  | tee "$run/npair_train.log" | sed -n '/Solving/,$p' \
+  || { echo "caffe train failed; the end of $run/npair_train.log:"; tail -30 "$run/npair_train.log"; exit 1; }
 
 step "3/5 caffe train: softmax-classifier baseline, same trunk and batches (log: $run/softmax_train.log)"
 caffe train --solver=models/digits/softmax_solver.prototxt "${gpu[@]}" > "$run/softmax_train.log" 2>&1 \

@@ -33,6 +33,9 @@ from npair_examples.metrics import RECALL_KS, retrieval_metrics
 
 def extract(deploy, weights, x, blob, batch=256, seed=0):
     """Embeddings of x (N x C x H x W) from `blob` of the deploy net."""
+    # Caffe logs each net it builds in full; keep its warnings and errors only
+    # (GLOG_minloglevel=0 in the environment shows everything).
+    os.environ.setdefault("GLOG_minloglevel", "2")
     import caffe
     caffe.set_mode_cpu()
     if weights:
