@@ -127,6 +127,9 @@ struct Pack {
   static V Select(const M m, const V a, const V b) {
     return (V)(((M)a & m) | ((M)b & ~m));
   }
+  // As written, these compile to the SSE / NEON max and min instructions.
+  static V Max(const V a, const V b) { return a > b ? a : b; }
+  static V Min(const V a, const V b) { return a < b ? a : b; }
   template <typename T>
   static double Lane(const T& v, const int l) { return v[l]; }
   static bool Any(const M m) {
@@ -152,6 +155,8 @@ struct Pack {
   static V Splat(const Dtype x) { return x; }
   static void AddWidened(const V v, D* sum) { *sum += v; }
   static V Select(const M m, const V a, const V b) { return m ? a : b; }
+  static V Max(const V a, const V b) { return a > b ? a : b; }
+  static V Min(const V a, const V b) { return a < b ? a : b; }
   template <typename T>
   static double Lane(const T& v, const int l) { return v; }
   static bool Any(const M m) { return m; }
@@ -229,7 +234,7 @@ Dtype MaskedExtreme(const Dtype* s, const Dtype* y, const Dtype y0,
     const typename P::V yj = LoadN(y + j, m, y0);
     const typename P::V v = P::Select(kSame ? yj == label : yj != label,
                                       LoadN(s + j, m, none), nothing);
-    best = P::Select(kMax ? v > best : v < best, v, best);
+    best = kMax ? P::Max(v, best) : P::Min(v, best);
   }
   Dtype out = none;
   for (int l = 0; l < P::kLanes; ++l) {
@@ -353,8 +358,8 @@ void KeepRow(const Dtype* s, const Dtype* y, const Dtype y0,
         (sj >= P::Select(same, lp, ln)) & (sj <= P::Select(same, hp, hn)),
         sj, nothing);
     StoreN(L + j, m, v);
-    all = P::Select(v > all, v, all);
-    pos = P::Select(same & (v > pos), v, pos);
+    all = P::Max(v, all);
+    pos = P::Max(P::Select(same, v, nothing), pos);
   }
   for (int l = 0; l < P::kLanes; ++l) {
     *max_all = std::max(*max_all, static_cast<Dtype>(P::Lane(all, l)));
@@ -364,21 +369,29 @@ void KeepRow(const Dtype* s, const Dtype* y, const Dtype y0,
 
 /// Pass 2: e_j = exp(L_j - shift) in place over the row (shift >= every
 /// L_j); *sum_all and *sum_same get the sums of e_j over all j and over
-/// those with y_j == y0, accumulated in double.
+/// those with y_j == y0, in double: each lane adds up kBlock terms in Dtype,
+/// then those partial sums are added in double.
 template <typename Dtype>
 void ExpRow(Dtype* L, const Dtype* y, const Dtype y0, const Dtype shift,
     const int n, double* sum_all, double* sum_same) {
   typedef Pack<Dtype> P;
+  const int kBlock = 8;
   const typename P::V label = P::Splat(y0), offset = P::Splat(shift);
   const typename P::V zero = P::Splat(0);
   typename P::D all = typename P::D(), same = typename P::D();
-  for (int j = 0; j < n; j += P::kLanes) {
-    const int m = std::min(P::kLanes, n - j);
-    const typename P::V e =
-        ExpNonPositive(LoadN(L + j, m, -Inf<Dtype>()) - offset);
-    StoreN(L + j, m, e);
-    P::AddWidened(e, &all);
-    P::AddWidened(P::Select(LoadN(y + j, m, y0) == label, e, zero), &same);
+  for (int b = 0; b < n; b += kBlock * P::kLanes) {
+    const int b_end = std::min(b + kBlock * P::kLanes, n);
+    typename P::V block_all = zero, block_same = zero;
+    for (int j = b; j < b_end; j += P::kLanes) {
+      const int m = std::min(P::kLanes, b_end - j);
+      const typename P::V e =
+          ExpNonPositive(LoadN(L + j, m, -Inf<Dtype>()) - offset);
+      StoreN(L + j, m, e);
+      block_all += e;
+      block_same += P::Select(LoadN(y + j, m, y0) == label, e, zero);
+    }
+    P::AddWidened(block_all, &all);
+    P::AddWidened(block_same, &same);
   }
   *sum_all = 0;
   *sum_same = 0;
