@@ -118,7 +118,7 @@ def main(argv=None):
                    extract(args.deploy, weights, x, args.blob, seed=args.seed))
             m = retrieval_metrics(emb, y, seed=args.seed)
             m.update(n=int(len(y)), classes=int(len(np.unique(y))),
-                     weights=weights if weights is not None else "raw input")
+                     weights=weights or ("raw input" if weights is None else "random init"))
             results[split][name] = m
             saved["%s__%s" % (split, name)] = emb.astype(np.float32)
             saved["%s__labels" % split] = y
