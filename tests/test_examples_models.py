@@ -48,6 +48,8 @@ def test_googlenet_npair_caffe_time():
 
 @needs_caffe
 def test_digits_nets_train_a_few_iterations(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("h5py")
     from npair_examples import digits
     data = tmp_path / "data"
     assert digits.main(["--out", str(data), "--epochs", "1"]) == 0
