@@ -307,6 +307,29 @@ def check_agreement(timers):
     return out
 
 
+def target_lines(results):
+    """Issue 6's targets, checked on this run: {(N, D, mining): {impl: seconds}}."""
+    lines = []
+
+    def check(what, ratios, limit):
+        if ratios:
+            worst = max(ratios)
+            shown = ', '.join(f'{r:.2f}' for r in ratios)
+            lines.append(f'target {what} <= {limit}: {"met" if worst <= limit else "MISSED"} '
+                         f'({shown})')
+
+    for d, limit in ((512, 1.0), (64, 1.5)):
+        check(f'C++ / InnerProduct at N=1024, D={d}',
+              [t['cpp'] / t['ip'] for (n, dd, _), t in results.items()
+               if n == 1024 and dd == d and 'cpp' in t], limit)
+    check('Python / C++', [t['python'] / t['cpp'] for t in results.values()
+                           if 'python' in t and 'cpp' in t], 2.0)
+    check('C++ / PyTorch at every size',
+          [t['cpp'] / t['torch'] for t in results.values() if 'torch' in t and 'cpp' in t],
+          1.0)
+    return lines
+
+
 def machine_line(threads):
     model = platform.processor() or platform.machine()
     try:
@@ -350,6 +373,7 @@ def main(argv=None):
     if 'torch' in cols and 'cpp' in cols:
         head.append('C++ / torch')
     rows = []
+    results = {}
     notes = []
     with tempfile.TemporaryDirectory(prefix='npair_bench_') as tmp:
         for n in args.batch:
@@ -379,6 +403,7 @@ def main(argv=None):
                     if 'torch' in cols and 'cpp' in cols:
                         row.append(f'{res["cpp"][0] / res["torch"][0]:.2f}')
                     rows.append(row)
+                    results[(n, d, mining)] = {c: res[c][0] for c in cols}
                     print(' | '.join(row), flush=True)
                     if args.split:
                         print('    fwd / bwd ms: ' + ', '.join(
@@ -397,6 +422,8 @@ def main(argv=None):
         print('| ' + ' | '.join(row) + ' |')
     print()
     print('load average at end: ' + ' '.join(f'{v:.2f}' for v in os.getloadavg()))
+    for line in target_lines(results):
+        print(line)
     for note in notes:
         print('note: ' + note)
     if not notes:
