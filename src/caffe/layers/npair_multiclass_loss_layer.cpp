@@ -141,7 +141,7 @@ struct Pack {
   static V Select(const M m, const V a, const V b) {
     return (V)(((M)a & m) | ((M)b & ~m));
   }
-  // As written, these compile to the SSE / NEON max and min instructions.
+  // Written so, these compile to single max / min instructions (maxps...).
   static V Max(const V a, const V b) { return a > b ? a : b; }
   static V Min(const V a, const V b) { return a < b ? a : b; }
   template <typename T>
