@@ -347,6 +347,7 @@ def machine_line(threads):
 def main(argv=None):
     args = parse_args(argv)
     set_threads(args.threads)
+    os.environ.setdefault('GLOG_minloglevel', '2')  # no net set-up logs
     import numpy
     import caffe
     caffe.set_mode_cpu()
