@@ -5,7 +5,7 @@
 
 #include <vector>
 
-#include <cub/block/block_reduce.cuh>
+#include "cub/block/block_reduce.cuh"
 
 #include "caffe/layers/l2_normalize_layer.hpp"
 

@@ -1,6 +1,6 @@
-// The CUDA path of NPairMultiClassLossLayer: the same steps as Forward_cpu and
-// Backward_cpu (similarity, thresholds, mining, loss and pair weights, Recall@K,
-// feature_asum; then (G + G^T) X), with the same rules from
+// The CUDA path of NPairMultiClassLossLayer: the same steps as Forward_cpu
+// and Backward_cpu (similarity, thresholds, mining, loss and pair weights,
+// Recall@K, feature_asum; then (G + G^T) X), with the same rules from
 // caffe/util/npair_selection.hpp, on the device. Nothing N x N leaves the GPU:
 // the scalar tops are written by a kernel, only feature_asum passes the host.
 //
@@ -20,6 +20,7 @@
 //    N (N - 1) pairs is never built, sorted or copied.
 
 #include <math.h>
+#include <string.h>
 
 #include <algorithm>
 #include <vector>
@@ -65,7 +66,7 @@ __device__ T BlockAllReduce(const T v, const Op op) {
   return out;
 }
 
-// ---- similarity --------------------------------------------------------------
+// ---- similarity -------------------------------------------------------------
 
 /// S_ij = S_ji for j < i, as Similarity_cpu does: the GLOBAL lists hold both
 /// (i, j) and (j, i) and must see one value. Block (bx, by) writes tile
@@ -111,7 +112,7 @@ __global__ void AddTranspose(const int num, const Dtype* w, Dtype* sum) {
   }
 }
 
-// ---- HARD / EASY thresholds and Recall@K counts --------------------------------
+// ---- HARD / EASY thresholds and Recall@K counts -----------------------------
 
 /// One block per query i. Writes the absolute thresholds of row i where asked
 /// (t+ = most similar negative, -inf if none; t- = least similar positive,
@@ -169,31 +170,39 @@ __global__ void BatchExtreme(const int num, const bool take_max,
   for (int i = threadIdx.x; i < num; i += kThreads) { threshold[i] = v; }
 }
 
-// ---- RELATIVE_* thresholds: radix select ------------------------------------------
+// ---- RELATIVE_* thresholds: radix select ------------------------------------
 
-/// Unsigned keys ordered as the similarities are (for non-NaN values).
+/// Unsigned keys ordered as the similarities are (for non-NaN values): the
+/// sign bit flipped for positives, every bit for negatives.
 template <typename Dtype> struct RadixKey;
 template <> struct RadixKey<float> {
   typedef unsigned int Key;
   static const int kBits = 32;
-  static __device__ Key Of(const float v) {
-    const Key u = __float_as_uint(v);
+  static __host__ __device__ Key Of(const float v) {
+    Key u;
+    memcpy(&u, &v, sizeof(u));  // NOLINT(caffe/alt_fn)
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
   }
-  static __device__ float Value(const Key k) {
-    return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+  static __host__ __device__ float Value(const Key k) {
+    const Key u = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
+    float v;
+    memcpy(&v, &u, sizeof(v));  // NOLINT(caffe/alt_fn)
+    return v;
   }
 };
 template <> struct RadixKey<double> {
   typedef unsigned long long Key;  // NOLINT(runtime/int)
   static const int kBits = 64;
-  static __device__ Key Of(const double v) {
-    const Key u = static_cast<Key>(__double_as_longlong(v));
+  static __host__ __device__ Key Of(const double v) {
+    Key u;
+    memcpy(&u, &v, sizeof(u));  // NOLINT(caffe/alt_fn)
     return (u >> 63) ? ~u : (u | (1ull << 63));
   }
-  static __device__ double Value(const Key k) {
-    return __longlong_as_double(
-        static_cast<long long>((k >> 63) ? (k & ~(1ull << 63)) : ~k));  // NOLINT
+  static __host__ __device__ double Value(const Key k) {
+    const Key u = (k >> 63) ? (k & ~(1ull << 63)) : ~k;
+    double v;
+    memcpy(&v, &u, sizeof(v));  // NOLINT(caffe/alt_fn)
+    return v;
   }
 };
 
@@ -234,7 +243,9 @@ __device__ void RowHistogram(const int num, const int i, const Dtype* sim,
     int bin = 256;
     if (j < num && j != i && (labels[j] == label) == same_label) {
       const Key key = RadixKey<Dtype>::Of(s[j]);
-      if ((key & mask) == prefix) { bin = static_cast<int>((key >> shift) & 255); }
+      if ((key & mask) == prefix) {
+        bin = static_cast<int>((key >> shift) & 255);
+      }
     }
     HistogramAdd(hist, bin);
   }
@@ -244,8 +255,9 @@ __device__ void RowHistogram(const int num, const int i, const Dtype* sim,
 /// pass the list's length n is the histogram's total and the rank is
 /// NPairRelativePosition(n, sn); an empty list ends the select.
 template <typename Count, typename Key>
-__device__ void PickDigit(const Count* hist, const int shift, const bool first,
-    const float sn, Key* prefix, Key* mask, long long* rank, int* empty) {  // NOLINT
+__host__ __device__ void PickDigit(const Count* hist, const int shift,
+    const bool first, const float sn, Key* prefix, Key* mask,
+    long long* rank, int* empty) {  // NOLINT(runtime/int)
   if (first) {
     long long n = 0;  // NOLINT(runtime/int)
     for (int b = 0; b < 256; ++b) { n += hist[b]; }
@@ -299,7 +311,8 @@ __global__ void RowRadixSelect(const int num, const Dtype* sim,
     if (empty) { break; }
   }
   if (threadIdx.x == 0) {
-    threshold[blockIdx.x] = empty ? empty_value : RadixKey<Dtype>::Value(prefix);
+    threshold[blockIdx.x] =
+        empty ? empty_value : RadixKey<Dtype>::Value(prefix);
   }
 }
 
@@ -346,7 +359,7 @@ __global__ void BatchBroadcast(const int num, const RadixState* state,
   CUDA_KERNEL_LOOP(i, num) { threshold[i] = v; }
 }
 
-// ---- loss, pair weights, tops ------------------------------------------------------
+// ---- loss, pair weights, tops -----------------------------------------------
 
 /// Whether mining keeps pair (i, j), j != i; *positive says which kind it is.
 template <typename Dtype>
@@ -462,7 +475,8 @@ Arena ArenaIn(const int num, Blob<Dtype>* scratch) {
   const size_t ahead_at = sizeof(double) * num;
   const size_t radix_at = (ahead_at + sizeof(int) * num + 15) / 16 * 16;
   const size_t bytes = radix_at + sizeof(RadixState);
-  const int count = static_cast<int>((bytes + sizeof(Dtype) - 1) / sizeof(Dtype));
+  const int count =
+      static_cast<int>((bytes + sizeof(Dtype) - 1) / sizeof(Dtype));
   if (scratch->count() < count) {
     // Only for tiny batches: N x N Dtypes already hold all of it from N = 26.
     scratch->Reshape(vector<int>(1, count));

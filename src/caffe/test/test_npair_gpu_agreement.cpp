@@ -10,7 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <iostream>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -28,9 +28,8 @@ namespace caffe {
 #ifdef CPU_ONLY
 
 TEST(NPairGpuAgreementTest, SkippedInCpuOnlyBuild) {
-  std::cout << "[  SKIPPED ] NPairGpuAgreementTest: a CPU_ONLY build has no "
-               "GPU path to compare (build with CAFFE_NPAIR_CUDA=ON)"
-            << std::endl;
+  printf("[  SKIPPED ] NPairGpuAgreementTest: a CPU_ONLY build has no GPU "
+         "path to compare (build with CAFFE_NPAIR_CUDA=ON)\n");
 }
 
 #else
@@ -53,8 +52,8 @@ std::string NoGpuReason() {
   do {                                                                      \
     const std::string reason = NoGpuReason();                               \
     if (!reason.empty()) {                                                  \
-      std::cout << "[  SKIPPED ] " << reason << ": CPU-GPU agreement not "  \
-                "checked" << std::endl;                                     \
+      printf("[  SKIPPED ] %s: CPU-GPU agreement not checked\n",         \
+             reason.c_str());                                               \
       return;                                                               \
     }                                                                       \
   } while (0)
@@ -142,7 +141,8 @@ class NPairGpuAgreementTest : public ::testing::Test {
     layer.Backward(top, FeaturesOnly(), bottom);
     Outputs<Dtype> out;
     for (int i = 0; i < 5; ++i) { out.tops.push_back(top[i]->cpu_data()[0]); }
-    out.grad.assign(features.cpu_diff(), features.cpu_diff() + features.count());
+    out.grad.assign(features.cpu_diff(),
+                    features.cpu_diff() + features.count());
     return out;
   }
 
@@ -169,7 +169,9 @@ class NPairGpuAgreementTest : public ::testing::Test {
     // sums over N terms in different orders.
     EXPECT_LT(RelativeGap(gpu.grad, cpu.grad), is_float ? 1e-4 : 1e-10);
     bool any_gradient = false;
-    for (int i = 0; i < cpu.grad.size(); ++i) { any_gradient |= cpu.grad[i] != 0; }
+    for (int i = 0; i < cpu.grad.size(); ++i) {
+      any_gradient |= cpu.grad[i] != 0;
+    }
     if (cpu.tops[0] != 0) { EXPECT_TRUE(any_gradient); }
   }
 
@@ -252,7 +254,9 @@ TYPED_TEST(NPairGpuAgreementTest, TestEdgeBatches) {
     SCOPED_TRACE(b);
     this->GridBatch(nums[b], 4, classes[b]);
     if (b == 2) {
-      for (int i = 0; i < nums[b]; ++i) { this->labels_.mutable_cpu_data()[i] = i; }
+      for (int i = 0; i < nums[b]; ++i) {
+        this->labels_.mutable_cpu_data()[i] = i;
+      }
     }
     this->ExpectAgreementForAllMinings();
   }
@@ -326,7 +330,8 @@ TYPED_TEST(L2NormalizeGpuAgreementTest, TestForwardBackward) {
       for (int n = 0; n < x.shape(0); ++n) {
         SCOPED_TRACE(n);
         const int a = n * dim, b = a + dim;
-        EXPECT_LT(RelativeGap(vector<Dtype>(y_gpu.begin() + a, y_gpu.begin() + b),
+        EXPECT_LT(RelativeGap(
+            vector<Dtype>(y_gpu.begin() + a, y_gpu.begin() + b),
             vector<Dtype>(y_cpu.begin() + a, y_cpu.begin() + b)), tol);
         EXPECT_LT(RelativeGap(
             vector<Dtype>(dx_gpu.begin() + a, dx_gpu.begin() + b),
