@@ -12,6 +12,11 @@ const double L2NormalizeLayer<Dtype>::kEpsilon = 1e-12;
 template <typename Dtype>
 void L2NormalizeLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
+  // Caffe lets a blob have no axes or a zero dimension, but an empty blob
+  // has no memory to read: say so here rather than deep in Forward.
+  CHECK(bottom[0]->num_axes() >= 1 && bottom[0]->count() > 0) << type()
+      << " Layer: bottom[0] must hold N >= 1 samples of at least one value "
+      "each; got shape " << bottom[0]->shape_string();
   top[0]->ReshapeLike(*bottom[0]);
   norm_.Reshape(vector<int>(1, bottom[0]->shape(0)));
 }

@@ -516,6 +516,11 @@ void NPairMultiClassLossLayer<Dtype>::LayerSetUp(
 template <typename Dtype>
 void NPairMultiClassLossLayer<Dtype>::Reshape(
     const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
+  // Caffe lets a blob have no axes or a zero dimension; the loss of an empty
+  // batch would be 0 / 0, and an empty blob has no memory to read.
+  CHECK(bottom[0]->num_axes() >= 1 && bottom[0]->count() > 0) << type()
+      << " Layer: bottom[0] (the features) must hold N >= 1 samples of at "
+      "least one value each; got shape " << bottom[0]->shape_string();
   const int num = bottom[0]->shape(0);
   CHECK(bottom[1]->num_axes() >= 1 && bottom[1]->shape(0) == num &&
         bottom[1]->count() == num) << type() << " Layer: bottom[1] must hold "
