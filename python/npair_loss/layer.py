@@ -51,8 +51,9 @@ class NPairMultiClassLossLayer(caffe.Layer):
 
     def reshape(self, bottom, top):
         features, labels = bottom[0], bottom[1]
-        if len(features.shape) == 0:
-            raise ValueError(f'{LAYER}: features need a batch axis, got a scalar')
+        if len(features.shape) == 0 or features.count == 0:
+            raise ValueError(f'{LAYER}: features must hold N >= 1 samples of at least one '
+                             f'value each, got shape {tuple(features.shape)}')
         n = features.shape[0]
         if len(labels.shape) == 0 or labels.shape[0] != n or labels.count != n:
             raise ValueError(f'{LAYER}: needs one label per sample: {n} samples, '

@@ -13,6 +13,7 @@ import numpy
 from google.protobuf import text_format
 
 LAYER = 'NPairMultiClassLoss (Python)'
+EXAMPLE = 'margin_diff: -0.05 an_mining_region: LOCAL an_mining_method: HARD'
 
 
 class NPairParams(NamedTuple):
@@ -47,7 +48,9 @@ def parse_param_str(param_str):
     except text_format.ParseError as e:
         field = _field_before(param_str, e.GetLine(), e.GetColumn())
         where = f' (field {field})' if field else ''
-        raise ValueError(f'{LAYER}: bad param_str{where}: {e}') from None
+        raise ValueError(f'{LAYER}: bad param_str{where}: {e} (param_str holds '
+                         f'NPairLossParameter fields in protobuf text format, not JSON '
+                         f'or a Python dict, e.g. "{EXAMPLE}")') from None
     return from_message(msg)
 
 
