@@ -119,8 +119,6 @@ class NPairMultiClassLossLayer : public LossLayer<Dtype> {
   void Thresholds_cpu(const Dtype* labels, const bool positives,
       const NPairLossParameter_MiningRegion region,
       const NPairMiningMethod method, const float sn, Dtype* threshold);
-  /// Writes the columns j != i of row i that mining keeps; returns how many.
-  int MineRow(const int i, const Dtype* labels, int* mined) const;
   /// Returns the loss and fills pair_weight_ with G / (g / N).
   Dtype LossAndPairWeights_cpu(const Dtype* labels);
   /// Writes R@1, R@5, R@10 into the tops between the loss and feature_asum.
@@ -137,14 +135,14 @@ class NPairMultiClassLossLayer : public LossLayer<Dtype> {
       const bool same_label, Dtype* out) const;
 
   // Three N x N buffers: the similarities, the pair weights that Backward
-  // needs, and room for the similarity list a threshold is selected from
-  // (a GLOBAL list holds up to N (N - 1) ordered pairs).
+  // needs, and a scratch that holds the similarity list a threshold is
+  // selected from in Forward (a GLOBAL list holds up to N (N - 1) ordered
+  // pairs) and G + G^T in Backward.
   Blob<Dtype> sim_;
   Blob<Dtype> pair_weight_;
   Blob<Dtype> pair_scratch_;
   Blob<Dtype> pos_threshold_;  ///< N: t+ of each query
   Blob<Dtype> neg_threshold_;  ///< N: t- of each query
-  vector<int> mined_;          ///< N: the columns MineRow keeps
 };
 
 }  // namespace caffe

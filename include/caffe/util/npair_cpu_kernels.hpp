@@ -1,0 +1,511 @@
+#ifndef CAFFE_UTIL_NPAIR_CPU_KERNELS_HPP_
+#define CAFFE_UTIL_NPAIR_CPU_KERNELS_HPP_
+
+/**
+ * @file
+ * The CPU building blocks of NPairMultiClassLossLayer's Forward_cpu and
+ * Backward_cpu: S = X X^T by a rank-k update, tiled transposes, and the
+ * branch-free passes over one row of S (extremes, gathers, the kept mask, the
+ * exp pass and its sums, the scaling into G). The mining rules themselves
+ * stay in npair_selection.hpp; these only apply them fast.
+ * Included by npair_multiclass_loss_layer.cpp alone.
+ */
+
+#include <stdint.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "caffe/util/mkl_alternate.hpp"
+#include "caffe/util/npair_selection.hpp"
+
+// The exp pass has a second copy built for AVX + FMA, chosen at run time;
+// what it calls must be inlined into it to be built that way.
+#if defined(__x86_64__) && \
+    (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 9))
+#define NPAIR_FMA_COPY 1
+#define NPAIR_INLINE inline __attribute__((always_inline))
+#else
+#define NPAIR_INLINE inline
+#endif
+
+namespace caffe {
+namespace npair_cpu {
+
+
+// Edge of the square tiles that the transposing copies go through: a tile
+// of a row-major n x n matrix is kTile short rows, read or written whole,
+// and its transpose is made in a local buffer. (Walking a column directly
+// would touch one cache set per element when n is a power of two.)
+const int kTile = 16;
+
+template <typename Dtype>
+inline Dtype Inf() { return std::numeric_limits<Dtype>::infinity(); }
+
+/// The upper triangle of S = X X^T (X: n x k, row-major), by BLAS syrk.
+inline void SyrkUpper(const int n, const int k, const float* x, float* s) {
+  cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, n, k, 1.f, x,
+              std::max(k, 1), 0.f, s, n);
+}
+inline void SyrkUpper(const int n, const int k, const double* x, double* s) {
+  cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, n, k, 1., x,
+              std::max(k, 1), 0., s, n);
+}
+
+/// a_ij = a_ji for j < i: the upper triangle of the n x n a copied onto the
+/// lower, tile by tile.
+template <typename Dtype>
+void MirrorUpper(const int n, Dtype* a) {
+  Dtype t[kTile][kTile];
+  for (int ib = 0; ib < n; ib += kTile) {
+    const int ni = std::min(kTile, n - ib);
+    for (int jb = 0; jb <= ib; jb += kTile) {  // tile (I, J), J <= I
+      const int nj = std::min(kTile, n - jb);
+      for (int j = 0; j < nj; ++j) {  // rows of tile (J, I), transposed
+        const Dtype* row = a + (jb + j) * n + ib;
+        for (int i = 0; i < ni; ++i) { t[i][j] = row[i]; }
+      }
+      for (int i = 0; i < ni; ++i) {
+        Dtype* row = a + (ib + i) * n + jb;
+        const int j_end = (jb == ib) ? i : nj;  // below the diagonal only
+        for (int j = 0; j < j_end; ++j) { row[j] = t[i][j]; }
+      }
+    }
+  }
+}
+
+/// h = g + g^T (n x n), tile by tile; h is exactly symmetric.
+template <typename Dtype>
+void AddTranspose(const int n, const Dtype* g, Dtype* h) {
+  Dtype t[kTile][kTile];
+  for (int ib = 0; ib < n; ib += kTile) {
+    const int ni = std::min(kTile, n - ib);
+    for (int jb = 0; jb <= ib; jb += kTile) {  // tiles (I, J) and (J, I)
+      const int nj = std::min(kTile, n - jb);
+      for (int j = 0; j < nj; ++j) {  // t = tile (J, I) of g, transposed
+        const Dtype* row = g + (jb + j) * n + ib;
+        for (int i = 0; i < ni; ++i) { t[i][j] = row[i]; }
+      }
+      for (int i = 0; i < ni; ++i) {  // tile (I, J) of h, kept in t
+        const Dtype* g_row = g + (ib + i) * n + jb;
+        Dtype* h_row = h + (ib + i) * n + jb;
+        for (int j = 0; j < nj; ++j) {
+          t[i][j] += g_row[j];
+          h_row[j] = t[i][j];
+        }
+      }
+      if (jb == ib) { continue; }  // A diagonal tile is its own transpose.
+      for (int j = 0; j < nj; ++j) {  // tile (J, I) of h
+        Dtype* h_row = h + (jb + j) * n + ib;
+        for (int i = 0; i < ni; ++i) { h_row[i] = t[i][j]; }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Row kernels: each is one pass over a row of S (16 KB at N = 4096, so the
+// row stays in L1 from one pass to the next), on packs of lanes. With GCC or
+// Clang a pack is a 16-byte vector (one SSE2 or NEON register: 4 floats or 2
+// doubles), so the passes are vector code whatever the compiler flags (GCC
+// will not vectorise selects between floats by itself under its default
+// -ftrapping-math); elsewhere a pack is one scalar. Lanes are chosen by
+// masks: nothing branches on the data.
+
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 9)
+template <typename Dtype> struct PackTypes;
+template <> struct PackTypes<float> {
+  typedef float V __attribute__((vector_size(16)));
+  typedef int32_t M __attribute__((vector_size(16)));  // lanes 0 or -1
+  typedef double D __attribute__((vector_size(32)));   // V in double
+};
+template <> struct PackTypes<double> {
+  typedef double V __attribute__((vector_size(16)));
+  typedef int64_t M __attribute__((vector_size(16)));
+  typedef double D __attribute__((vector_size(16)));
+};
+// (std::memcpy below moves bytes between a pack and memory, or reads one
+// type's bits as another's: a register move, no call, and no caffe_copy.)
+template <typename Dtype>
+struct Pack {
+  typedef typename PackTypes<Dtype>::V V;
+  typedef typename PackTypes<Dtype>::M M;  // what comparing two V gives
+  typedef typename PackTypes<Dtype>::D D;
+  enum { kLanes = sizeof(V) / sizeof(Dtype) };
+  static V Load(const Dtype* p) {
+    V v;
+    std::memcpy(&v, p, sizeof(v));  // NOLINT(caffe/alt_fn)
+    return v;
+  }
+  static void Store(Dtype* p, const V v) {
+    std::memcpy(p, &v, sizeof(v));  // NOLINT(caffe/alt_fn)
+  }
+  static V Splat(const Dtype x) { return V() + x; }
+  static void AddWidened(const V v, D* sum) {
+    *sum += __builtin_convertvector(v, D);
+  }
+  static V Select(const M m, const V a, const V b) {
+    return (V)(((M)a & m) | ((M)b & ~m));
+  }
+  // Written so, these compile to single max / min instructions (maxps...).
+  static V Max(const V a, const V b) { return a > b ? a : b; }
+  static V Min(const V a, const V b) { return a < b ? a : b; }
+  template <typename T>
+  static double Lane(const T& v, const int l) { return v[l]; }
+  static bool Any(const M m) {
+    uint64_t halves[2];
+    std::memcpy(halves, &m, sizeof(halves));  // NOLINT(caffe/alt_fn)
+    return (halves[0] | halves[1]) != 0;
+  }
+};
+/// 2^n for packs of integral n in [-126, 127], by building the exponent.
+NPAIR_INLINE Pack<float>::V Pow2(const Pack<float>::V n) {
+  return (Pack<float>::V)((__builtin_convertvector(n, Pack<float>::M) + 127)
+                          << 23);
+}
+#else
+template <typename Dtype>
+struct Pack {
+  typedef Dtype V;
+  typedef bool M;
+  typedef double D;
+  enum { kLanes = 1 };
+  static V Load(const Dtype* p) { return *p; }
+  static void Store(Dtype* p, const V v) { *p = v; }
+  static V Splat(const Dtype x) { return x; }
+  static void AddWidened(const V v, D* sum) { *sum += v; }
+  static V Select(const M m, const V a, const V b) { return m ? a : b; }
+  static V Max(const V a, const V b) { return a > b ? a : b; }
+  static V Min(const V a, const V b) { return a < b ? a : b; }
+  template <typename T>
+  static double Lane(const T& v, const int l) { return v; }
+  static bool Any(const M m) { return m; }
+};
+NPAIR_INLINE float Pow2(const float n) {
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));  // NOLINT(caffe/alt_fn)
+  return f;
+}
+#endif
+
+/// The first m (1 to kLanes) values at p as a pack, the other lanes `fill`.
+template <typename Dtype>
+NPAIR_INLINE typename Pack<Dtype>::V LoadN(const Dtype* p, const int m,
+    const Dtype fill) {
+  typedef Pack<Dtype> P;
+  if (m == P::kLanes) { return P::Load(p); }
+  Dtype lanes[P::kLanes];
+  for (int l = 0; l < P::kLanes; ++l) { lanes[l] = (l < m) ? p[l] : fill; }
+  return P::Load(lanes);
+}
+/// Stores the first m (1 to kLanes) lanes of v at p.
+template <typename Dtype>
+NPAIR_INLINE void StoreN(Dtype* p, const int m,
+    const typename Pack<Dtype>::V v) {
+  typedef Pack<Dtype> P;
+  if (m == P::kLanes) {
+    P::Store(p, v);
+    return;
+  }
+  Dtype lanes[P::kLanes];
+  P::Store(lanes, v);
+  for (int l = 0; l < m; ++l) { p[l] = lanes[l]; }
+}
+
+/// e^x lane by lane, for x <= 0 (-inf included). Float: Cephes' expf (range
+/// reduction by ln 2, degree-6 polynomial; within 1.2 ulp of exp) in plain
+/// arithmetic, and 0 below -87, where expf turns subnormal: such a term is
+/// under 1e-37 of its row's largest one, e^0 = 1. Double: std::exp.
+NPAIR_INLINE Pack<float>::V ExpNonPositive(Pack<float>::V x) {
+  typedef Pack<float> P;
+  const P::M underflow = x < P::Splat(-87.f);
+  x = P::Select(underflow, P::Splat(-87.f), x);
+  const P::V magic = P::Splat(12582912.f);  // + 1.5 * 2^23 rounds to integer
+  const P::V n = (x * 1.44269504088896341f + magic) - magic;  // x / ln 2
+  const P::V r = (x - n * 0.693359375f) - n * -2.12194440e-4f;  // x - n ln 2
+  P::V p = P::Splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.f;  // e^r
+  return P::Select(underflow, P::Splat(0.f), p * Pow2(n));
+}
+inline Pack<double>::V ExpNonPositive(const Pack<double>::V x) {
+  typedef Pack<double> P;
+  double lanes[P::kLanes];
+  P::Store(lanes, x);
+  for (int l = 0; l < P::kLanes; ++l) { lanes[l] = std::exp(lanes[l]); }
+  return P::Load(lanes);
+}
+
+/// The largest (kMax) or smallest s_j over j in [begin, end) with
+/// (y_j == y0) == kSame; -inf (+inf) when there is none.
+template <bool kMax, bool kSame, typename Dtype>
+Dtype MaskedExtreme(const Dtype* s, const Dtype* y, const Dtype y0,
+    const int begin, const int end) {
+  typedef Pack<Dtype> P;
+  const Dtype none = kMax ? -Inf<Dtype>() : Inf<Dtype>();
+  const typename P::V label = P::Splat(y0), nothing = P::Splat(none);
+  typename P::V best = nothing;
+  for (int j = begin; j < end; j += P::kLanes) {
+    const int m = std::min<int>(P::kLanes, end - j);
+    const typename P::V yj = LoadN(y + j, m, y0);
+    const typename P::M member = kSame ? yj == label : yj != label;
+    // Same-label columns are few in most batches: most packs have none.
+    if (kSame && !P::Any(member)) { continue; }
+    const typename P::V v = P::Select(member, LoadN(s + j, m, none), nothing);
+    best = kMax ? P::Max(v, best) : P::Min(v, best);
+  }
+  Dtype out = none;
+  for (int l = 0; l < P::kLanes; ++l) {
+    const Dtype v = static_cast<Dtype>(P::Lane(best, l));
+    out = (kMax ? v > out : v < out) ? v : out;
+  }
+  return out;
+}
+
+/// How many j with y_j != y0 have s_j >= bound.
+template <typename Dtype>
+int CountOthersAtLeast(const Dtype* s, const Dtype* y, const Dtype y0,
+    const Dtype bound, const int n) {
+  typedef Pack<Dtype> P;
+  const typename P::V label = P::Splat(y0), b = P::Splat(bound);
+  const typename P::V one = P::Splat(1), zero = P::Splat(0);
+  typename P::V count = zero;  // exact: below 2^24 per lane
+  for (int j = 0; j < n; j += P::kLanes) {
+    const int m = std::min<int>(P::kLanes, n - j);
+    count += P::Select((LoadN(y + j, m, y0) != label) &
+                       (LoadN(s + j, m, bound) >= b), one, zero);
+  }
+  int out = 0;
+  for (int l = 0; l < P::kLanes; ++l) {
+    out += static_cast<int>(P::Lane(count, l));
+  }
+  return out;
+}
+
+/// The largest Dtype <= b (RoundDown) and the smallest Dtype >= b (RoundUp).
+template <typename Dtype>
+Dtype RoundDown(const double b) {
+  const double top = std::numeric_limits<Dtype>::max();
+  if (b > top) { return std::isinf(b) ? Inf<Dtype>() : Dtype(top); }
+  if (b < -top) { return -Inf<Dtype>(); }
+  const Dtype f = static_cast<Dtype>(b);
+  return (f > b) ? std::nextafter(f, -Inf<Dtype>()) : f;
+}
+template <typename Dtype>
+Dtype RoundUp(const double b) {
+  const double top = std::numeric_limits<Dtype>::max();
+  if (b > top) { return Inf<Dtype>(); }
+  if (b < -top) { return std::isinf(b) ? -Inf<Dtype>() : Dtype(-top); }
+  const Dtype f = static_cast<Dtype>(b);
+  return (f < b) ? std::nextafter(f, Inf<Dtype>()) : f;
+}
+
+/**
+ * The similarities that mining keeps for a pair of one kind (positive or
+ * not) of a row with threshold t, as the interval [lo, hi] of Dtype values.
+ *
+ * The rule is npair_selection.hpp's, read off it at a point below, at and
+ * above b = t + m; each way it can compare s with b in double is then an
+ * exact Dtype bound: s < b is s <= pred(up(b)), s <= b is s <= down(b),
+ * s > b is s >= succ(down(b)) and s >= b is s >= up(b), with up and down the
+ * roundings of b to Dtype toward +inf and -inf. RAND keeps every finite s.
+ */
+template <typename Dtype>
+void KeptRange(const bool positive, const NPairMiningMethod method,
+    const double t, const double m, Dtype* lo, Dtype* hi) {
+  bool keep[3];  // s below, at and above t + m
+  for (int k = 0; k < 3; ++k) {
+    keep[k] = positive ? NPairKeepPositive(method, k - 1, 0, 0)
+                       : NPairKeepNegative(method, k - 1, 0, 0);
+  }
+  CHECK(keep[0] || keep[2]) << "a mining rule must keep an interval";
+  const Dtype inf = Inf<Dtype>();
+  if (keep[0] && keep[2]) {
+    *lo = -inf;
+    *hi = inf;
+    return;
+  }
+  const double b = t + m;
+  *lo = keep[0] ? -inf : keep[1] ? RoundUp<Dtype>(b)
+                       : std::nextafter(RoundDown<Dtype>(b), inf);
+  *hi = keep[2] ? inf : keep[1] ? RoundDown<Dtype>(b)
+                      : std::nextafter(RoundUp<Dtype>(b), -inf);
+}
+
+/// Appends to out the s_j, j in [begin, end), with (y_j == y0) == kSame, in
+/// order; returns how many. A pack with no such lane is skipped whole (most
+/// are, for the positives); out needs room for end - begin values.
+template <bool kSame, typename Dtype>
+int GatherRow(const Dtype* s, const Dtype* y, const Dtype y0, const int begin,
+    const int end, Dtype* out) {
+  typedef Pack<Dtype> P;
+  const typename P::V label = P::Splat(y0);
+  int n = 0;
+  for (int j = begin; j < end; j += P::kLanes) {
+    const int m = std::min<int>(P::kLanes, end - j);
+    const typename P::V yj = LoadN(y + j, m, y0);
+    if (!P::Any(kSame ? yj == label : yj != label)) { continue; }
+    for (int l = 0; l < m; ++l) {  // Branch-free: out[n] is overwritten
+      out[n] = s[j + l];           // until a wanted value stays there.
+      n += (y[j + l] == y0) == kSame;
+    }
+  }
+  return n;
+}
+
+/// Pass 1 of a loss row, over j in [begin, end): L_j = s_j where mining keeps
+/// the pair (s_j in [lo_pos, hi_pos] when y_j == y0, else in
+/// [lo_neg, hi_neg]), -inf elsewhere; raises *max_all to the largest kept
+/// s_j and *max_pos to the largest kept s_j with y_j == y0.
+template <typename Dtype>
+void KeepRow(const Dtype* s, const Dtype* y, const Dtype y0,
+    const Dtype lo_pos, const Dtype hi_pos, const Dtype lo_neg,
+    const Dtype hi_neg, const int begin, const int end, Dtype* L,
+    Dtype* max_all, Dtype* max_pos) {
+  typedef Pack<Dtype> P;
+  const Dtype none = -Inf<Dtype>();
+  const typename P::V label = P::Splat(y0), nothing = P::Splat(none);
+  const typename P::V lp = P::Splat(lo_pos), hp = P::Splat(hi_pos);
+  const typename P::V ln = P::Splat(lo_neg), hn = P::Splat(hi_neg);
+  typename P::V all = nothing, pos = nothing;
+  for (int j = begin; j < end; j += P::kLanes) {
+    const int m = std::min<int>(P::kLanes, end - j);
+    const typename P::V sj = LoadN(s + j, m, none);
+    const typename P::M same = LoadN(y + j, m, y0) == label;
+    const typename P::V v = P::Select(
+        (sj >= P::Select(same, lp, ln)) & (sj <= P::Select(same, hp, hn)),
+        sj, nothing);
+    StoreN(L + j, m, v);
+    all = P::Max(v, all);
+    pos = P::Max(P::Select(same, v, nothing), pos);
+  }
+  for (int l = 0; l < P::kLanes; ++l) {
+    *max_all = std::max(*max_all, static_cast<Dtype>(P::Lane(all, l)));
+    *max_pos = std::max(*max_pos, static_cast<Dtype>(P::Lane(pos, l)));
+  }
+}
+
+/// Pass 2: e_j = exp(L_j - shift) in place over the row (shift >= every
+/// L_j); *sum_all and *sum_same get the sums of e_j over all j and over
+/// those with y_j == y0, in double: each lane adds up kBlock terms in Dtype,
+/// then those partial sums are added in double.
+template <typename Dtype>
+NPAIR_INLINE void ExpRow(Dtype* L, const Dtype* y, const Dtype y0,
+    const Dtype shift, const int n, double* sum_all, double* sum_same) {
+  typedef Pack<Dtype> P;
+  const int kBlock = 8;
+  const typename P::V label = P::Splat(y0), offset = P::Splat(shift);
+  const typename P::V zero = P::Splat(0);
+  typename P::D all = typename P::D(), same = typename P::D();
+  const int block = kBlock * P::kLanes;
+  for (int b = 0; b < n; b += block) {
+    const int b_end = std::min(b + block, n);
+    typename P::V block_all = zero, block_same = zero;
+    for (int j = b; j < b_end; j += P::kLanes) {
+      const int m = std::min<int>(P::kLanes, b_end - j);
+      const typename P::V e =
+          ExpNonPositive(LoadN(L + j, m, -Inf<Dtype>()) - offset);
+      StoreN(L + j, m, e);
+      block_all += e;
+      block_same += P::Select(LoadN(y + j, m, y0) == label, e, zero);
+    }
+    P::AddWidened(block_all, &all);
+    P::AddWidened(block_same, &same);
+  }
+  *sum_all = 0;
+  *sum_same = 0;
+  for (int l = 0; l < P::kLanes; ++l) {
+    *sum_all += P::Lane(all, l);
+    *sum_same += P::Lane(same, l);
+  }
+}
+
+#ifdef NPAIR_FMA_COPY
+/// ExpRow<float> built for AVX + FMA: the same 4-lane packs, with fused
+/// multiply-adds in the polynomial and 3-operand instructions (about 1.5x
+/// faster).
+__attribute__((target("avx,fma")))
+inline void ExpRowFma(float* L, const float* y, const float y0,
+    const float shift, const int n, double* sum_all, double* sum_same) {
+  ExpRow(L, y, y0, shift, n, sum_all, sum_same);
+}
+#endif
+
+/// ExpRow, by the fastest copy this CPU runs.
+template <typename Dtype>
+void ExpRowDispatch(Dtype* L, const Dtype* y, const Dtype y0,
+    const Dtype shift, const int n, double* sum_all, double* sum_same) {
+  ExpRow(L, y, y0, shift, n, sum_all, sum_same);
+}
+template <>
+inline void ExpRowDispatch(float* L, const float* y, const float y0,
+    const float shift, const int n, double* sum_all, double* sum_same) {
+#ifdef NPAIR_FMA_COPY
+  static const bool fma =
+      __builtin_cpu_supports("avx") && __builtin_cpu_supports("fma");
+  if (fma) {
+    ExpRowFma(L, y, y0, shift, n, sum_all, sum_same);
+    return;
+  }
+#endif
+  ExpRow(L, y, y0, shift, n, sum_all, sum_same);
+}
+
+/// Pass 3: w_j *= (y_j == y0) ? c_same : c_other.
+template <typename Dtype>
+void ScaleRow(Dtype* w, const Dtype* y, const Dtype y0, const Dtype c_same,
+    const Dtype c_other, const int n) {
+  typedef Pack<Dtype> P;
+  const typename P::V label = P::Splat(y0);
+  const typename P::V cs = P::Splat(c_same), co = P::Splat(c_other);
+  for (int j = 0; j < n; j += P::kLanes) {
+    const int m = std::min<int>(P::kLanes, n - j);
+    StoreN(w + j, m, LoadN(w + j, m, Dtype(0)) *
+                     P::Select(LoadN(y + j, m, y0) == label, cs, co));
+  }
+}
+
+/// Past this gap between a row's largest kept similarity and its largest
+/// kept positive one, e^(S_ij - max_all) of the positives could underflow in
+/// Dtype (the float exp above flushes below e^-87), so the row is done with
+/// a separate shift for each log-sum-exp (LossRowTwoShifts).
+template <typename Dtype> inline double SharedShiftGap();
+template <> inline double SharedShiftGap<float>() { return 40; }
+template <> inline double SharedShiftGap<double>() { return 600; }
+
+/// A whole loss row in double, each log-sum-exp shifted by the maximum over
+/// its own set. L holds the kept logits (-inf elsewhere) and gets the row of
+/// G / (g / N). Returns l_i.
+template <typename Dtype>
+double LossRowTwoShifts(Dtype* L, const Dtype* y, const Dtype y0,
+    const int n, const double max_all, const double max_pos) {
+  double sum_all = 0, sum_pos = 0;
+  for (int j = 0; j < n; ++j) {
+    if (L[j] == -Inf<Dtype>()) { continue; }
+    sum_all += std::exp(L[j] - max_all);
+    if (y[j] == y0) { sum_pos += std::exp(L[j] - max_pos); }
+  }
+  const double lse_all = max_all + std::log(sum_all);
+  const double lse_pos = max_pos + std::log(sum_pos);
+  for (int j = 0; j < n; ++j) {
+    if (L[j] == -Inf<Dtype>()) {
+      L[j] = 0;
+      continue;
+    }
+    const double w_pos = (y[j] == y0) ? std::exp(L[j] - lse_pos) : 0;
+    L[j] = std::exp(L[j] - lse_all) - w_pos;
+  }
+  return lse_all - lse_pos;
+}
+
+}  // namespace npair_cpu
+}  // namespace caffe
+
+#endif  // CAFFE_UTIL_NPAIR_CPU_KERNELS_HPP_
