@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: builds the fork (scripts/build.sh), then runs our gtests (C++ layers),
-# our pytest suite (pycaffe, the Python fallback, the example's tools) and Caffe's
-# own pycaffe tests, so that a broken fork is caught too.
+# compiles our CUDA code with nvcc where the toolkit is installed (no GPU needed),
+# and runs our pytest suite (pycaffe, the Python fallback, the example's tools)
+# with Caffe's own pycaffe tests, so that a broken fork is caught too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,5 +13,6 @@ source scripts/python_env.sh
 
 cmake --build build --target test.testbin -j"$(nproc)"
 build/caffe/test/test.testbin
+bash scripts/check_cuda_compile.sh
 
 "$PYTHON" -m pytest -q tests build/caffe-src/python/caffe/test
