@@ -52,6 +52,11 @@ void NPairMultiClassLossLayer<Dtype>::Reshape(
         bottom[1]->count() == num) << type() << " Layer: bottom[1] must hold "
       "exactly one label per sample, with the batch size N = " << num
       << " as its first axis; got shape " << bottom[1]->shape_string();
+  // The N x N buffers are indexed with int, as everything in Caffe is.
+  const int max_num = 46340;  // floor(sqrt(INT_MAX))
+  CHECK_LE(num, max_num) << type() << " Layer: a batch of " << num
+      << " samples needs N x N similarity buffers larger than Caffe's int "
+      "indexing allows; split the batch (at most " << max_num << ")";
   LossLayer<Dtype>::Reshape(bottom, top);
   const vector<int> scalar(0);
   for (int i = 1; i < top.size(); ++i) {

@@ -654,6 +654,15 @@ TYPED_TEST(NPairMultiClassLossLayerDeathTest, TestLabelCount) {
                "label per sample");
 }
 
+TYPED_TEST(NPairMultiClassLossLayerDeathTest, TestBatchTooLargeForInt) {
+  NPairMultiClassLossLayer<TypeParam> layer((LayerParameter()));
+  this->features_.Reshape(46341, 1, 1, 1);
+  this->labels_.Reshape(vector<int>(1, 46341));
+  EXPECT_DEATH(layer.SetUp(this->bottom_, this->top_),
+               "NPairMultiClassLoss Layer: a batch of 46341 samples needs "
+               "N x N similarity buffers larger than Caffe's int indexing");
+}
+
 TYPED_TEST(NPairMultiClassLossLayerDeathTest, TestTooManyTops) {
   NPairMultiClassLossLayer<TypeParam> layer((LayerParameter()));
   vector<Blob<TypeParam>*> top(6, &this->loss_);
