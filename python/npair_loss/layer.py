@@ -48,6 +48,7 @@ class NPairMultiClassLossLayer(caffe.Layer):
             raise ValueError(f'{LAYER}: takes 1 to {MAX_TOPS} tops, got {len(top)}')
         self.params = parse_param_str(self.param_str)
         self.recall_ks = npair_math.RECALL_KS[:max(len(top) - 2, 0)]
+        self.workspace = npair_math.Workspace()      # N x N work arrays, W among them
 
     def reshape(self, bottom, top):
         features, labels = bottom[0], bottom[1]
@@ -66,7 +67,7 @@ class NPairMultiClassLossLayer(caffe.Layer):
         n = bottom[0].shape[0]
         X = xp.asarray(bottom[0].data.reshape(n, -1))
         labels = xp.asarray(bottom[1].data.reshape(n))
-        out = npair_math.forward(X, labels, self.params, self.recall_ks)
+        out = npair_math.forward(X, labels, self.params, self.recall_ks, self.workspace)
         values = [out.loss] if len(top) == 1 else [out.loss, *out.recall, out.asum]
         for i, value in enumerate(values):
             top[i].data[...] = value
@@ -80,5 +81,5 @@ class NPairMultiClassLossLayer(caffe.Layer):
         xp = npair_math.array_module(W)
         n = bottom[0].shape[0]
         X = xp.asarray(bottom[0].data.reshape(n, -1))
-        grad = npair_math.gradient(X, W, float(top[0].diff))
+        grad = npair_math.gradient(X, W, float(top[0].diff), self.workspace)
         bottom[0].diff[...] = npair_math.to_host(grad).reshape(bottom[0].diff.shape)

@@ -25,6 +25,14 @@ import numpy
 
 RECALL_KS = (1, 5, 10)
 
+# Row panels and tiles of NumPy's blocked products and transposes (similarity, gradient).
+_TILE = 64
+# Up to this D, NumPy's gradient takes two GEMMs rather than a transposed pass over W.
+_TWO_GEMMS_MAX_D = 96
+# A row whose best kept positive lies more than this below its best kept pair has its
+# sums shifted apart (loss_and_weights); exp(-40) keeps float32 far from underflow.
+_GAP = 40.0
+
 # Selection (spec section 3): the comparison that keeps a pair, S_ij against t + m, as
 # (rule for a positive, rule for a negative). RAND keeps every pair.
 _KEEP = {
@@ -53,33 +61,66 @@ def to_host(a):
     return a if array_module(a) is numpy else a.get()
 
 
-def similarity(X):
+def similarity(X, out=None):
     """S = X X^T for features X (N x D), exactly symmetric: a RELATIVE_* threshold with
-    margin 0 compares a pair with its own mirror. NumPy's X @ X.T already is (syrk);
-    a general GEMM (CuPy's) need not be, hence the average, exact where it is."""
-    S = X @ X.T
-    S += S.T.copy()
-    S *= 0.5
+    margin 0 compares a pair with its own mirror. Written into `out` when given.
+
+    A general GEMM (cuBLAS's) need not give S_ij == S_ji, so CuPy averages S with its
+    transpose, exact where it was already symmetric. NumPy's own X @ X.T is symmetric
+    (syrk) but mirrors its triangle with an element-wise strided copy that costs more
+    than the product; here NumPy computes the upper triangle by row panels of _TILE
+    (GEMMs, half the flops), averages each diagonal tile with its transpose and copies
+    each tile above the diagonal to its mirror, in cache-sized tiles.
+    """
+    xp = array_module(X)
+    n = len(X)
+    S = xp.empty((n, n), X.dtype) if out is None else out
+    if xp is not numpy:
+        xp.matmul(X, X.T, out=S)
+        S += S.T.copy()
+        S *= 0.5
+        return S
+    for i in range(0, n, _TILE):
+        rows = slice(i, i + _TILE)
+        numpy.matmul(X[rows], X[i:].T, out=S[rows, i:])
+        diagonal = S[rows, rows]
+        diagonal += diagonal.T.copy()
+        diagonal *= 0.5
+        for j in range(i + _TILE, n, _TILE):
+            cols = slice(j, j + _TILE)
+            S[cols, rows] = S[rows, cols].T
     return S
 
 
-def label_relation(labels):
+def label_relation(labels, out=None):
     """same_ij = (y_i == y_j), diagonal included: positives are `same` off the
     diagonal, negatives are `~same`."""
-    return labels[:, None] == labels[None, :]
+    return array_module(labels).equal(labels[:, None], labels[None, :], out=out)
 
 
-def _positives(S, same, fill):
-    """S on the positive pairs, `fill` elsewhere (diagonal included)."""
+def _positives(S, same, fill, out=None):
+    """S on the positive pairs, `fill` elsewhere (diagonal included), in `out`."""
     xp = array_module(S)
-    out = xp.where(same, S, fill)
+    out = xp.empty_like(S) if out is None else out
+    out.fill(fill)
+    xp.copyto(out, S, where=same)
     xp.fill_diagonal(out, fill)
     return out
 
 
-def _negatives(S, same, fill):
-    """S on the negative pairs, `fill` elsewhere."""
-    return array_module(S).where(same, fill, S)
+def _negatives(S, same, fill, out=None):
+    """S on the negative pairs, `fill` elsewhere, in `out`."""
+    xp = array_module(S)
+    out = xp.empty_like(S) if out is None else out
+    xp.copyto(out, S)
+    _put(out, fill, same)
+    return out
+
+
+def _put(a, value, where):
+    """a[where] = value, without the copy that boolean indexing makes."""
+    xp = array_module(a)
+    xp.copyto(a, xp.asarray(value, dtype=a.dtype), where=where)
 
 
 def relative_position(n, sn):
@@ -94,9 +135,10 @@ def relative_position(n, sn):
     return xp.clip(p, 0, xp.maximum(n - 1, 0)).astype(xp.int64)
 
 
-def threshold(S, same, region, method, sn, kind):
+def threshold(S, same, region, method, sn, kind, out=None):
     """t+ (kind 'positive': the threshold that positives are selected by) or t-
     (kind 'negative'), as float64 of shape (N, 1) for LOCAL, (1, 1) for GLOBAL.
+    `out`, if given, is an N x N work array of S's dtype; its values are lost.
 
     HARD, EASY, RAND: t+ is the most similar negative, t- the least similar positive
     (-inf / +inf when there is none). RELATIVE_*: the element pos(n, sn) of the
@@ -108,18 +150,28 @@ def threshold(S, same, region, method, sn, kind):
     local = region == 'LOCAL'
     if not method.startswith('RELATIVE_'):
         if kind == 'positive':
-            t = _negatives(S, same, -xp.inf).max(axis=1 if local else None, keepdims=True)
+            t = _negatives(S, same, -xp.inf, out).max(axis=1 if local else None, keepdims=True)
         else:
-            t = _positives(S, same, xp.inf).min(axis=1 if local else None, keepdims=True)
+            t = _positives(S, same, xp.inf, out).min(axis=1 if local else None, keepdims=True)
         return t.astype(xp.float64)
+    if not local and kind == 'positive':
+        # The batch's positive pairs, gathered: there are few of them.
+        at = xp.flatnonzero(same)
+        values = S.ravel()[at[at % (len(S) + 1) != 0]]      # the diagonal left out
+        if len(values) == 0:
+            return xp.full((1, 1), xp.inf)
+        k = int(relative_position(xp.asarray(len(values)), sn))
+        values.partition(k)
+        return values[k:k + 1].reshape(1, 1).astype(xp.float64)
     # Members first in ascending order, then +inf fillers: element k of the list is
     # element k of the row (or of the whole array) once partitioned there.
+    n_same = xp.count_nonzero(same, axis=1)
     if kind == 'positive':
-        values = _positives(S, same, xp.inf)
-        counts = same.sum(axis=1) - 1
+        values = _positives(S, same, xp.inf, out)
+        counts = n_same - 1
     else:
-        values = _negatives(S, same, xp.inf)
-        counts = len(S) - same.sum(axis=1)
+        values = _negatives(S, same, xp.inf, out)
+        counts = len(S) - n_same
     if local:
         k = relative_position(counts, sn)
         values.partition(xp.unique(k).tolist(), axis=1)
@@ -132,80 +184,123 @@ def threshold(S, same, region, method, sn, kind):
     return t.astype(xp.float64)
 
 
-def mask_unselected(S, same, params):
-    """Thresholds and selection, in place: S becomes the logits of the kept pairs,
-    with -inf on every pair the miner drops and on the diagonal. Returns S.
+def kept_pairs(S, same, params, work=None, out=None, test=None):
+    """Thresholds and selection: the pairs (i, j) that the miner keeps, as an N x N
+    boolean array (`out` if given), False on the diagonal. `work` (N x N, S's dtype)
+    and `test` (N x N, bool) are optional work arrays; S is left as it is.
 
     Each rule compares S_ij with t + m in double (float64 bounds against S's values).
+    Everything here is comparisons and boolean algebra, no masked writes into S: a
+    masked copy branches on each element, ten times the cost of a branch-free pass.
     """
     xp = array_module(S)
     p = params
     rules = []
     if p.ap_mining_method != 'RAND':
         bound = threshold(S, same, p.ap_mining_region, p.ap_mining_method, p.identsn,
-                          'positive') + p.margin_ident
+                          'positive', work) + p.margin_ident
         rules.append((_KEEP[p.ap_mining_method][0], bound, 'positive'))
     if p.an_mining_method != 'RAND':
         bound = threshold(S, same, p.an_mining_region, p.an_mining_method, p.diffsn,
-                          'negative') + p.margin_diff
+                          'negative', work) + p.margin_diff
         rules.append((_KEEP[p.an_mining_method][1], bound, 'negative'))
-    drop = xp.empty(S.shape, dtype=bool)
+    keep = xp.empty(S.shape, dtype=bool) if out is None else out
+    keep.fill(True)
+    if rules and test is None:
+        test = xp.empty(S.shape, dtype=bool)
     for rule, bound, kind in rules:
-        getattr(xp, rule)(S, bound, out=drop)                # kept if the pair were of this kind
+        getattr(xp, rule)(S, bound, out=test)                # kept if the pair were of this kind
         if kind == 'positive':
-            xp.logical_not(drop, out=drop)
-            xp.logical_and(drop, same, out=drop)             # positives that fail the rule
+            xp.less_equal(same, test, out=test)              # a negative, or a kept positive
         else:
-            xp.logical_or(drop, same, out=drop)
-            xp.logical_not(drop, out=drop)                   # negatives that fail the rule
-        S[drop] = -xp.inf
-    xp.fill_diagonal(S, -xp.inf)
-    return S
+            xp.logical_or(test, same, out=test)              # a positive, or a kept negative
+        xp.logical_and(keep, test, out=keep)
+    xp.fill_diagonal(keep, False)
+    return keep
 
 
 def selected_pairs(X, labels, params):
     """The pairs (i, j) that the selection keeps, as an N x N boolean array."""
-    S = mask_unselected(similarity(X), label_relation(labels), params)
-    return S > -array_module(S).inf
+    return kept_pairs(similarity(X), label_relation(labels), params)
 
 
-def loss_and_weights(L, same):
-    """From the kept logits L (see mask_unselected): the per-query losses
-    l_i = lse(kept) - lse(kept positives), 0 without a kept positive, and
-    W = w - w+ with w the softmax of L's row and w+ the softmax of its kept positives.
-    W is written over L; rows without a kept positive are 0. Each log-sum-exp is
-    shifted by its own maximum.
+def loss_and_weights(S, same, keep, work=None, mask=None):
+    """From S and the kept pairs `keep` (see kept_pairs): the per-query losses
+    l_i = lse(kept) - lse(kept positives) (float64), 0 without a kept positive, and
+    W = w - w+ with w the softmax of S over the row's kept pairs and w+ that over its
+    kept positives (0 elsewhere). W is written over S; rows without a kept positive
+    are 0. `work` (N x N, S's dtype) and `mask` (N x N, bool) are optional work arrays.
+
+    One exp per pair: both sums of row i are shifted by m_i, the largest S_ij of the
+    row (kept or not), and l_i = log(sum of all) - log(sum of positives). A row whose
+    best kept positive lies more than _GAP below m_i (its positive terms would lose
+    precision, or underflow) is computed apart, each sum shifted by its own maximum.
     """
-    xp = array_module(L)
-    w_pos = xp.where(same, L, -xp.inf)                       # kept positives only
-    m_pos = w_pos.max(axis=1, keepdims=True)
+    xp = array_module(S)
+    kept_pos = xp.logical_and(keep, same, out=mask)
+    E_pos = _positives(S, kept_pos, -xp.inf, work)
+    m_pos = E_pos.max(axis=1, keepdims=True)
     has_pos = m_pos > -xp.inf
-    L[~has_pos[:, 0]] = -xp.inf                              # l_i = 0: no weight at all
-    m_pos = xp.where(has_pos, m_pos, 0)
-    m_all = xp.where(has_pos, L.max(axis=1, keepdims=True), 0)
+    m = S.max(axis=1, keepdims=True)
+    far = xp.nonzero(has_pos & (m_pos < m - _GAP))[0]
+    if len(far):
+        L = S[far]
+        _put(L, -xp.inf, ~keep[far])
+        far_losses, far_weights = _loss_and_weights_apart(L, same[far])
+    S -= m
+    xp.exp(S, out=S)
+    E = S
+    E *= keep
+    if not bool(has_pos.all()):
+        E[~has_pos[:, 0]] = 0                                # l_i = 0: no weight at all
+    xp.multiply(E, kept_pos, out=E_pos)
+    s_all = E.sum(axis=1, keepdims=True)
+    s_pos = E_pos.sum(axis=1, keepdims=True)
+    has_pos[far] = False                                     # rows done apart
+    s_all = xp.where(has_pos, s_all, 1)
+    s_pos = xp.where(has_pos, s_pos, 1)
+    E *= 1 / s_all
+    E_pos *= 1 / s_pos
+    E -= E_pos
+    losses = xp.log(s_all.astype(xp.float64)) - xp.log(s_pos.astype(xp.float64))
+    if len(far):
+        E[far] = far_weights
+        losses[far] = far_losses
+    return losses[:, 0], E
+
+
+def _loss_and_weights_apart(L, same):
+    """loss_and_weights for rows that all have a kept positive, from their kept logits
+    L (-inf off the kept pairs), each log-sum-exp shifted by its own maximum; losses
+    as float64 of shape (rows, 1)."""
+    xp = array_module(L)
+    w_pos = xp.where(same, L, -xp.inf)
+    m_pos = w_pos.max(axis=1, keepdims=True)
+    m_all = L.max(axis=1, keepdims=True)
     w_pos -= m_pos
     xp.exp(w_pos, out=w_pos)
-    s_pos = xp.where(has_pos, w_pos.sum(axis=1, keepdims=True), 1)
+    s_pos = w_pos.sum(axis=1, keepdims=True)
     w_pos /= s_pos
-    L -= m_all
-    xp.exp(L, out=L)
-    s_all = xp.where(has_pos, L.sum(axis=1, keepdims=True), 1)
-    L /= s_all
-    L -= w_pos
-    losses = (m_all - m_pos) + xp.log(s_all) - xp.log(s_pos)
-    return losses[:, 0], L
+    w = xp.exp(L - m_all)
+    s_all = w.sum(axis=1, keepdims=True)
+    w /= s_all
+    w -= w_pos
+    f64 = xp.float64
+    losses = ((m_all.astype(f64) - m_pos.astype(f64)) + xp.log(s_all.astype(f64))
+              - xp.log(s_pos.astype(f64)))
+    return losses, w
 
 
-def recall_at_k(S, same, ks):
+def recall_at_k(S, same, ks, work=None, ahead=None):
     """R@K for each K in ks (spec section 3): among queries with a positive, the share
-    with fewer than K negatives at least as similar as their best positive."""
+    with fewer than K negatives at least as similar as their best positive.
+    `work` (N x N, S's dtype) and `ahead` (N x N, bool) are optional work arrays."""
     xp = array_module(S)
-    best = _positives(S, same, -xp.inf).max(axis=1, keepdims=True)
+    best = _positives(S, same, -xp.inf, work).max(axis=1, keepdims=True)
     eligible = best[:, 0] > -xp.inf
-    ahead = S >= best
-    total = ahead.sum(axis=1)
-    xp.logical_and(ahead, same, out=ahead)
-    ahead_negatives = total - ahead.sum(axis=1)
+    ahead = xp.greater_equal(S, best, out=ahead)
+    xp.greater(ahead, same, out=ahead)                       # ahead and a negative
+    ahead_negatives = xp.count_nonzero(ahead, axis=1)
     n_eligible = int(eligible.sum())
     return tuple(int((eligible & (ahead_negatives < K)).sum()) / n_eligible if n_eligible else 0.0
                  for K in ks)
@@ -216,16 +311,68 @@ def feature_asum(X):
     return float(array_module(X).abs(X).sum()) / len(X)
 
 
-def forward(X, labels, params, ks=RECALL_KS):
-    """Loss, R@K for K in ks, feature_asum and W for features X (N x D), labels (N)."""
-    S = similarity(X)
-    same = label_relation(labels)
-    recall = recall_at_k(S, same, ks) if ks else ()
+class Workspace:
+    """N x N work arrays kept from one call to the next (a layer holds one), so that a
+    forward pass does not allocate, and the system zero, fresh N x N arrays each time.
+    The weights that forward returns live in it: they last until the next forward."""
+
+    def __init__(self):
+        self._arrays = {}
+
+    def get(self, xp, name, shape, dtype):
+        a = self._arrays.get(name)
+        if a is None or array_module(a) is not xp or a.shape != shape or a.dtype != dtype:
+            self._arrays.pop(name, None)
+            a = self._arrays[name] = xp.empty(shape, dtype)
+        return a
+
+
+def forward(X, labels, params, ks=RECALL_KS, workspace=None):
+    """Loss, R@K for K in ks, feature_asum and W for features X (N x D), labels (N).
+    With a Workspace, the N x N arrays (W among them) are its, reused."""
+    xp = array_module(X)
+    n = len(X)
+    work = workspace or Workspace()
+    S = similarity(X, out=work.get(xp, 'S', (n, n), X.dtype))
+    same = label_relation(labels, out=work.get(xp, 'same', (n, n), bool))
+    scratch = work.get(xp, 'scratch', (n, n), S.dtype)
+    mask = work.get(xp, 'mask', (n, n), bool)
+    keep = work.get(xp, 'keep', (n, n), bool)
+    recall = recall_at_k(S, same, ks, scratch, mask) if ks else ()
     asum = feature_asum(X)
-    losses, W = loss_and_weights(mask_unselected(S, same, params), same)
-    return Forward(loss=float(losses.sum()) / len(X), recall=recall, asum=asum, weights=W)
+    kept_pairs(S, same, params, scratch, keep, mask)
+    losses, W = loss_and_weights(S, same, keep, scratch, mask)
+    return Forward(loss=float(losses.sum()) / n, recall=recall, asum=asum, weights=W)
 
 
-def gradient(X, W, g):
-    """d(g * loss)/dX = (g / N)(W + W^T) X."""
-    return (W + W.T) @ X * (g / len(X))
+def gradient(X, W, g, workspace=None):
+    """d(g * loss)/dX = (g / N)(W + W^T) X.
+
+    On NumPy, a transposed read of W is an element-wise strided pass (a few ns per
+    element) while BLAS reads W^T for free: for small D, W X + W^T X (two GEMMs) is the
+    cheaper; for larger D, W + W^T formed in tiles and one GEMM.
+    """
+    xp = array_module(X)
+    n, d = X.shape
+    if xp is numpy and d <= _TWO_GEMMS_MAX_D:
+        G = W @ X
+        G += W.T @ X
+    else:
+        work = workspace or Workspace()
+        G = _add_transpose(W, work.get(xp, 'scratch', W.shape, W.dtype)) @ X
+    G *= g / n
+    return G
+
+
+def _add_transpose(A, out):
+    """out = A + A^T (out must not overlap A)."""
+    xp = array_module(A)
+    if xp is not numpy:
+        return xp.add(A, A.T, out=out)
+    n = len(A)
+    for i in range(0, n, _TILE):
+        rows = slice(i, i + _TILE)
+        for j in range(0, n, _TILE):
+            cols = slice(j, j + _TILE)
+            numpy.add(A[rows, cols], A[cols, rows].T, out=out[rows, cols])
+    return out
