@@ -10,7 +10,12 @@
 #     pass), with the first sample of every 250 iterations. More than 16 MiB of growth
 #     from iteration 500 to the end fails.
 #
-#   bash scripts/soak.sh [ITERATIONS]      (default 5000; under a minute here)
+#   bash scripts/soak.sh [ITERATIONS] [rand]      (default 5000; under a minute here)
+#
+# The example's mining (the usage block's: HARD negatives, RELATIVE_HARD positives)
+# soon keeps no negative in most training batches, so most iterations have loss 0 and no
+# gradient (the soak says how many did not); `rand` drops the npair_loss_param block
+# (RAND/RAND: every pair kept) so that a gradient flows through the layer every iteration.
 #
 # Needs the built fork (scripts/build.sh) and the example's Python packages
 # (python/npair_examples/requirements.txt). Everything goes to runs/soak/ (remade; the
@@ -19,9 +24,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 iters=${1:-5000}
+mining=${2:-example}
+[[ $mining == example || $mining == rand ]] || { echo "soak: unknown mining $mining" >&2; exit 2; }
 out=runs/soak
 early=500
-(( iters > early )) || { echo "soak: ITERATIONS must be above $early" >&2; exit 2; }
+# The last sample is taken during the final test pass, which test_interval 250 gives.
+(( iters > early && iters % 250 == 0 )) \
+  || { echo "soak: ITERATIONS must be a multiple of 250 above $early" >&2; exit 2; }
 source build/env.sh
 source scripts/python_env.sh
 export PYTHONPATH="$(pwd)/python${PYTHONPATH:+:$PYTHONPATH}"
@@ -33,15 +42,21 @@ echo "soak: data (python -m npair_examples.digits) -> $out/data"
 "$PYTHON" -m npair_examples.digits --out "$out/data" > "$out/data.log"
 
 sed "s#runs/digits/data/#$out/data/#" models/digits/train_val.prototxt > "$out/train_val.prototxt"
+if [[ $mining == rand ]]; then
+  sed -i '/^  npair_loss_param {/,/^  }/d' "$out/train_val.prototxt"
+  ! grep -q npair_loss_param "$out/train_val.prototxt" \
+    || { echo "soak: could not drop npair_loss_param" >&2; exit 2; }
+fi
 sed -e "s#^net: .*#net: \"$out/train_val.prototxt\"#" \
     -e "s#^max_iter: .*#max_iter: $iters#" \
     -e "s#^display: .*#display: 1#" \
+    -e "s#^test_interval: .*#test_interval: 250#" \
     -e "s#^snapshot_prefix: .*#snapshot_prefix: \"$out/npair\"#" \
     models/digits/solver.prototxt > "$out/solver.prototxt"
 printf 'debug_info: true\nsnapshot_after_train: false\n' >> "$out/solver.prototxt"
 
 log="$out/train.log"
-echo "soak: caffe train, $iters iterations (log: $log)"
+echo "soak: caffe train, $iters iterations, $mining mining (log: $log)"
 start=$(date +%s)
 # caffe train under a small monitor that follows the log line by line (so it knows the
 # iteration) and reads the process's VmRSS every 5 ms. It writes "status S", then
@@ -110,8 +125,11 @@ bad=$(grep -Eci "$pattern" "$log" || true)
 forward=$(grep -c '\[Forward\] Layer loss, top blob npair_loss' "$log" || true)
 outputs=$(grep -cE '(Train|Test) net output #' "$log" || true)
 last=$(grep -o 'Iteration [0-9]*, loss = .*' "$log" | tail -1)
+learning=$(grep -oE 'Train net output #[0-9]+: npair_loss = [^ ]+' "$log" \
+           | awk '$NF != 0 {n++} END {print n + 0}')
 echo "soak: $iters iterations in ${elapsed}s; $forward forward passes of the N-pair layer" \
-     "logged with every blob, $outputs output lines; last: $last"
+     "logged with every blob, $outputs output lines; training loss above 0 (a gradient" \
+     "through the layer) in $learning iterations; last: $last"
 if (( bad > 0 )); then
   echo "soak: FAIL $bad log lines with nan or inf, the first:"
   grep -Ei -m 5 "$pattern" "$log"
