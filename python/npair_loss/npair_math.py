@@ -125,6 +125,15 @@ def _negatives(S, same, fill, out=None):
     return out
 
 
+def _symmetric_reduce(a, op, local):
+    """a.max() or a.min() (op) of a symmetric array: over each row as a column
+    (N, 1) if local, else over all of a as (1, 1). A row's reduction is taken down its
+    column, the same values, which NumPy reduces with SIMD across rows (2x faster)."""
+    if not local:
+        return getattr(a, op)(keepdims=True)
+    return getattr(a, op)(axis=0)[:, None]
+
+
 def _put(a, value, where):
     """a[where] = value, without the copy that boolean indexing makes."""
     xp = array_module(a)
@@ -158,9 +167,9 @@ def threshold(S, same, region, method, sn, kind, out=None):
     local = region == 'LOCAL'
     if not method.startswith('RELATIVE_'):
         if kind == 'positive':
-            t = _negatives(S, same, -xp.inf, out).max(axis=1 if local else None, keepdims=True)
+            t = _symmetric_reduce(_negatives(S, same, -xp.inf, out), 'max', local)
         else:
-            t = _positives(S, same, xp.inf, out).min(axis=1 if local else None, keepdims=True)
+            t = _symmetric_reduce(_positives(S, same, xp.inf, out), 'min', local)
         return t.astype(xp.float64)
     if not local and kind == 'positive':
         # The batch's positive pairs, gathered: there are few of them.
@@ -249,7 +258,7 @@ def loss_and_weights(S, same, keep, work=None, mask=None):
     E_pos = _positives(S, kept_pos, -xp.inf, work)
     m_pos = E_pos.max(axis=1, keepdims=True)
     has_pos = m_pos > -xp.inf
-    m = S.max(axis=1, keepdims=True)
+    m = _symmetric_reduce(S, 'max', True)
     far = xp.nonzero(has_pos & (m_pos < m - _GAP))[0]
     if len(far):
         L = S[far]
@@ -305,7 +314,7 @@ def recall_at_k(S, same, ks, work=None, ahead=None):
     with fewer than K negatives at least as similar as their best positive.
     `work` (N x N, S's dtype) and `ahead` (N x N, bool) are optional work arrays."""
     xp = array_module(S)
-    best = _positives(S, same, -xp.inf, work).max(axis=1, keepdims=True)
+    best = _symmetric_reduce(_positives(S, same, -xp.inf, work), 'max', True)
     eligible = best[:, 0] > -xp.inf
     ahead = xp.greater_equal(S, best, out=ahead)
     xp.greater(ahead, same, out=ahead)                       # ahead and a negative
