@@ -3,19 +3,27 @@
 Every function takes arrays of one module, NumPy or CuPy, and works in that module
 (`xp` below); nothing here knows about Caffe. The pieces, in the order of a forward pass:
 
-    S = similarity(X)                      # N x N inner products
+    S = similarity(X)                      # N x N inner products, exactly symmetric
     same = label_relation(labels)          # N x N: same label (diagonal included)
-    recall_at_k(S, same, ks)               # monitors, from the untouched S
+    recall_at_k(S, same, ks)               # monitors
     feature_asum(X)
-    mask_unselected(S, same, params)       # thresholds and selection: S becomes the
-                                           # logits of the kept pairs, -inf elsewhere
-    losses, W = loss_and_weights(S, same)  # l_i, and W = w - w+ in S's storage
+    keep = kept_pairs(S, same, params)     # thresholds and selection: N x N bool
+    losses, W = loss_and_weights(S, same, keep)   # l_i, and W = w - w+ in S's storage
     gradient(X, W, g)                      # d(g * loss)/dX = (g / N)(W + W^T) X
 
 `forward` runs them in that order. `params` is any object with NPairLossParameter's
 field names as attributes, enums by name ('LOCAL', 'RELATIVE_HARD'), floats holding the
-float32 values (npair_loss.params.NPairParams). At most three N x N arrays are alive at
-once: S (then the kept logits, then W), `same`, and one work array.
+float32 values (npair_loss.params.NPairParams). At most two float N x N arrays are alive
+at once, S (then W) and one work array, plus three boolean ones (`same`, `keep`, one
+work mask); a Workspace keeps them from one call to the next.
+
+Speed (issue 6) comes from avoiding what NumPy does slowly, rather than from fewer
+passes alone: reading a transposed N x N array (a cache line per element: S and
+W + W^T are built in strips, see _mirror_upper), masked writes with a dense random mask
+(a branch per element: selection stays boolean, and the exp array is masked by
+multiplication) and reductions along short rows (symmetric arrays are reduced down
+their columns; row sums are GEMVs). The CuPy path takes the plain forms where NumPy's
+need a Python loop.
 """
 import math
 import sys
@@ -154,8 +162,9 @@ def relative_position(n, sn):
 
 def threshold(S, same, region, method, sn, kind, out=None):
     """t+ (kind 'positive': the threshold that positives are selected by) or t-
-    (kind 'negative'), as float64 of shape (N, 1) for LOCAL, (1, 1) for GLOBAL.
-    `out`, if given, is an N x N work array of S's dtype; its values are lost.
+    (kind 'negative'), as float64 of shape (N, 1) for LOCAL, (1, 1) for GLOBAL, from a
+    symmetric S (similarity's). `out`, if given, is an N x N work array of S's dtype;
+    its values are lost.
 
     HARD, EASY, RAND: t+ is the most similar negative, t- the least similar positive
     (-inf / +inf when there is none). RELATIVE_*: the element pos(n, sn) of the
