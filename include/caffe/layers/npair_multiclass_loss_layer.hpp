@@ -121,6 +121,11 @@ class NPairMultiClassLossLayer : public LossLayer<Dtype> {
       const NPairMiningMethod method, const float sn, Dtype* threshold);
   /// Returns the loss and fills pair_weight_ with G / (g / N).
   Dtype LossAndPairWeights_cpu(const Dtype* labels);
+  /// g / N, the factor of (G + G^T) X in both Backwards, from top[0]'s diff
+  /// alone (the monitors' weights never reach the gradient); fails if the
+  /// labels' gradient is asked for.
+  Dtype GradientScale(const vector<Blob<Dtype>*>& top,
+      const vector<bool>& propagate_down, const int num) const;
   /// Writes R@1, R@5, R@10 into the tops between the loss and feature_asum.
   void RecallAtK_cpu(const Dtype* labels, const vector<Blob<Dtype>*>& top);
 

@@ -259,16 +259,22 @@ void NPairMultiClassLossLayer<Dtype>::Forward_cpu(
 }
 
 template <typename Dtype>
+Dtype NPairMultiClassLossLayer<Dtype>::GradientScale(
+    const vector<Blob<Dtype>*>& top, const vector<bool>& propagate_down,
+    const int num) const {
+  CHECK(!propagate_down[1]) << type()
+      << " Layer cannot backpropagate to label inputs (bottom[1]).";
+  return top[0]->cpu_diff()[0] / num;
+}
+
+template <typename Dtype>
 void NPairMultiClassLossLayer<Dtype>::Backward_cpu(
     const vector<Blob<Dtype>*>& top, const vector<bool>& propagate_down,
     const vector<Blob<Dtype>*>& bottom) {
-  CHECK(!propagate_down[1]) << type()
-      << " Layer cannot backpropagate to label inputs (bottom[1]).";
-  if (!propagate_down[0]) { return; }
   const int num = bottom[0]->shape(0);
+  const Dtype alpha = GradientScale(top, propagate_down, num);
+  if (!propagate_down[0]) { return; }
   const int dim = bottom[0]->count(1);
-  // Only the loss is differentiable: the monitors' weights are ignored.
-  const Dtype alpha = top[0]->cpu_diff()[0] / num;
   // (G + G^T) X as one GEMM, G + G^T in pair_scratch_ (free once Forward has
   // its thresholds); pair_weight_ keeps G, so Backward can run again.
   Dtype* weight_sum = pair_scratch_.mutable_cpu_data();

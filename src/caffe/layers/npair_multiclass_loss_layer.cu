@@ -606,13 +606,10 @@ template <typename Dtype>
 void NPairMultiClassLossLayer<Dtype>::Backward_gpu(
     const vector<Blob<Dtype>*>& top, const vector<bool>& propagate_down,
     const vector<Blob<Dtype>*>& bottom) {
-  CHECK(!propagate_down[1]) << type()
-      << " Layer cannot backpropagate to label inputs (bottom[1]).";
-  if (!propagate_down[0]) { return; }
   const int num = bottom[0]->shape(0);
+  const Dtype alpha = GradientScale(top, propagate_down, num);
+  if (!propagate_down[0]) { return; }
   const int dim = bottom[0]->count(1);
-  // Only the loss is differentiable: the monitors' weights are ignored.
-  const Dtype alpha = top[0]->cpu_diff()[0] / num;
   // (G + G^T) X as one product: the transpose-add costs a pass over N x N,
   // a second product 2 N^2 D flops.
   Dtype* weight_sum = pair_scratch_.mutable_gpu_data();
