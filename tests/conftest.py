@@ -205,6 +205,9 @@ layer {
 } 
 '''
 
+# The usage block's npair_loss_param body, comments included: a param_str for the fallback.
+USAGE_PARAM_STR = USAGE_BLOCK.split('npair_loss_param {', 1)[1].split('}', 1)[0]
+
 
 @pytest.fixture(scope='session')
 def usage_block():

@@ -10,19 +10,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import npair_reference as ref
+from conftest import USAGE_PARAM_STR
 from npair_loss import npair_math, params as npair_params
 
 ALL_RULES = list(itertools.product(ref.REGIONS, ref.METHODS))
-USAGE_PARAM_STR = """
-        margin_ident: 0.0
-        margin_diff: -0.05
-        identsn: -0.0
-        diffsn: -0.3 #对于绝对选择来说该项无效
-        ap_mining_region: GLOBAL
-        ap_mining_method: RELATIVE_HARD
-        an_mining_region: LOCAL
-        an_mining_method: HARD # RELATIVE_HARD
-"""
 
 
 def as_layer_params(p):
