@@ -135,9 +135,10 @@ class NPairMultiClassLossLayer : public LossLayer<Dtype> {
       const int row_end, const bool positives, const NPairMiningMethod method,
       const float sn);
   /// S_ij for i in [row_begin, row_end), j != i, with same (or different)
-  /// labels, copied into out; returns how many.
+  /// labels, copied into out; returns how many, and sets *any_nan if one of
+  /// them is NaN.
   int GatherPairs(const Dtype* labels, const int row_begin, const int row_end,
-      const bool same_label, Dtype* out) const;
+      const bool same_label, Dtype* out, bool* any_nan) const;
 
   // Three N x N buffers: the similarities, the pair weights that Backward
   // needs, and a scratch that holds the similarity list a threshold is

@@ -269,16 +269,43 @@ Dtype MaskedExtreme(const Dtype* s, const Dtype* y, const Dtype y0,
   return out;
 }
 
-/// How many j with y_j != y0 have s_j >= bound.
+/// The largest s_j over j in [begin, end) with y_j == y0 (-inf when there is
+/// none); adds how many such j there are to *count.
+template <typename Dtype>
+Dtype BestSame(const Dtype* s, const Dtype* y, const Dtype y0,
+    const int begin, const int end, int* count) {
+  typedef Pack<Dtype> P;
+  const typename P::V label = P::Splat(y0), nothing = P::Splat(-Inf<Dtype>());
+  const typename P::V one = P::Splat(1), zero = P::Splat(0);
+  // Lanes past the end get a NaN label, which equals no y0.
+  const Dtype no_label = std::numeric_limits<Dtype>::quiet_NaN();
+  typename P::V best = nothing, members = zero;  // exact: below 2^24
+  for (int j = begin; j < end; j += P::kLanes) {
+    const int m = std::min<int>(P::kLanes, end - j);
+    const typename P::M same = LoadN(y + j, m, no_label) == label;
+    if (!P::Any(same)) { continue; }  // Most packs, in most batches.
+    best = P::Max(P::Select(same, LoadN(s + j, m, -Inf<Dtype>()), nothing),
+                  best);
+    members += P::Select(same, one, zero);
+  }
+  Dtype out = -Inf<Dtype>();
+  for (int l = 0; l < P::kLanes; ++l) {
+    out = std::max(out, static_cast<Dtype>(P::Lane(best, l)));
+    *count += static_cast<int>(P::Lane(members, l));
+  }
+  return out;
+}
+
+/// How many j in [begin, end) with y_j != y0 have s_j >= bound.
 template <typename Dtype>
 int CountOthersAtLeast(const Dtype* s, const Dtype* y, const Dtype y0,
-    const Dtype bound, const int n) {
+    const Dtype bound, const int begin, const int end) {
   typedef Pack<Dtype> P;
   const typename P::V label = P::Splat(y0), b = P::Splat(bound);
   const typename P::V one = P::Splat(1), zero = P::Splat(0);
   typename P::V count = zero;  // exact: below 2^24 per lane
-  for (int j = 0; j < n; j += P::kLanes) {
-    const int m = std::min<int>(P::kLanes, n - j);
+  for (int j = begin; j < end; j += P::kLanes) {
+    const int m = std::min<int>(P::kLanes, end - j);
     count += P::Select((LoadN(y + j, m, y0) != label) &
                        (LoadN(s + j, m, bound) >= b), one, zero);
   }
@@ -340,32 +367,40 @@ void KeptRange(const bool positive, const NPairMiningMethod method,
 }
 
 /// Appends to out the s_j, j in [begin, end), with (y_j == y0) == kSame, in
-/// order; returns how many. A pack with no such lane is skipped whole (most
-/// are, for the positives); out needs room for end - begin values.
+/// order; returns how many, and sets *any_nan if one of them is NaN (a list
+/// with a NaN has no order to select from). A pack with no such lane is
+/// skipped whole (most are, for the positives); out needs room for
+/// end - begin values.
 template <bool kSame, typename Dtype>
 int GatherRow(const Dtype* s, const Dtype* y, const Dtype y0, const int begin,
-    const int end, Dtype* out) {
+    const int end, Dtype* out, bool* any_nan) {
   typedef Pack<Dtype> P;
   const typename P::V label = P::Splat(y0);
   int n = 0;
+  bool nan = false;
   for (int j = begin; j < end; j += P::kLanes) {
     const int m = std::min<int>(P::kLanes, end - j);
     const typename P::V yj = LoadN(y + j, m, y0);
     if (!P::Any(kSame ? yj == label : yj != label)) { continue; }
     for (int l = 0; l < m; ++l) {  // Branch-free: out[n] is overwritten
       out[n] = s[j + l];           // until a wanted value stays there.
-      n += (y[j + l] == y0) == kSame;
+      const bool wanted = (y[j + l] == y0) == kSame;
+      nan |= wanted & (out[n] != out[n]);
+      n += wanted;
     }
   }
+  *any_nan |= nan;
   return n;
 }
 
 /// Pass 1 of a loss row, over j in [begin, end): L_j = s_j where mining keeps
 /// the pair (s_j in [lo_pos, hi_pos] when y_j == y0, else in
 /// [lo_neg, hi_neg]), -inf elsewhere; raises *max_all to the largest kept
-/// s_j and *max_pos to the largest kept s_j with y_j == y0.
+/// s_j and *max_pos to the largest kept s_j with y_j == y0. Returns whether
+/// every s_j was finite: s - s is 0 for a finite s and NaN for +-inf or NaN,
+/// so the row's non-finite values are found without a pass of their own.
 template <typename Dtype>
-void KeepRow(const Dtype* s, const Dtype* y, const Dtype y0,
+bool KeepRow(const Dtype* s, const Dtype* y, const Dtype y0,
     const Dtype lo_pos, const Dtype hi_pos, const Dtype lo_neg,
     const Dtype hi_neg, const int begin, const int end, Dtype* L,
     Dtype* max_all, Dtype* max_pos) {
@@ -374,10 +409,12 @@ void KeepRow(const Dtype* s, const Dtype* y, const Dtype y0,
   const typename P::V label = P::Splat(y0), nothing = P::Splat(none);
   const typename P::V lp = P::Splat(lo_pos), hp = P::Splat(hi_pos);
   const typename P::V ln = P::Splat(lo_neg), hn = P::Splat(hi_neg);
-  typename P::V all = nothing, pos = nothing;
+  typename P::V all = nothing, pos = nothing, non_finite = P::Splat(0);
   for (int j = begin; j < end; j += P::kLanes) {
     const int m = std::min<int>(P::kLanes, end - j);
     const typename P::V sj = LoadN(s + j, m, none);
+    const typename P::V sj_or_0 = LoadN(s + j, m, Dtype(0));  // the same
+    non_finite += sj_or_0 - sj_or_0;                         // but the tail
     const typename P::M same = LoadN(y + j, m, y0) == label;
     const typename P::V v = P::Select(
         (sj >= P::Select(same, lp, ln)) & (sj <= P::Select(same, hp, hn)),
@@ -386,44 +423,55 @@ void KeepRow(const Dtype* s, const Dtype* y, const Dtype y0,
     all = P::Max(v, all);
     pos = P::Max(P::Select(same, v, nothing), pos);
   }
+  bool finite = true;
   for (int l = 0; l < P::kLanes; ++l) {
     *max_all = std::max(*max_all, static_cast<Dtype>(P::Lane(all, l)));
     *max_pos = std::max(*max_pos, static_cast<Dtype>(P::Lane(pos, l)));
+    finite &= P::Lane(non_finite, l) == 0;
   }
+  return finite;
 }
 
-/// Pass 2: e_j = exp(L_j - shift) in place over the row (shift >= every
-/// L_j); *sum_all and *sum_same get the sums of e_j over all j and over
-/// those with y_j == y0, in double: each lane adds up kBlock terms in Dtype,
+/// Pass 2, the one exponential of each kept pair (NPairExpShift): in place
+/// over the row, L_j becomes f_j = exp(L_j - max_pos) where y_j == y0 and
+/// e_j = exp(L_j - max_all) elsewhere (every kept L_j is at most its shift;
+/// a dropped L_j = -inf gives 0). *sum_pos and *sum_neg get the sums of the
+/// f_j and of the e_j, in double: each lane adds up kBlock terms in Dtype,
 /// then those partial sums are added in double.
 template <typename Dtype>
 NPAIR_INLINE void ExpRow(Dtype* L, const Dtype* y, const Dtype y0,
-    const Dtype shift, const int n, double* sum_all, double* sum_same) {
+    const Dtype max_all, const Dtype max_pos, const int n, double* sum_neg,
+    double* sum_pos) {
   typedef Pack<Dtype> P;
   const int kBlock = 8;
-  const typename P::V label = P::Splat(y0), offset = P::Splat(shift);
-  const typename P::V zero = P::Splat(0);
-  typename P::D all = typename P::D(), same = typename P::D();
+  const typename P::V label = P::Splat(y0), zero = P::Splat(0);
+  const typename P::V shift_pos =
+      P::Splat(static_cast<Dtype>(NPairExpShift(true, max_all, max_pos)));
+  const typename P::V shift_neg =
+      P::Splat(static_cast<Dtype>(NPairExpShift(false, max_all, max_pos)));
+  typename P::D neg = typename P::D(), pos = typename P::D();
   const int block = kBlock * P::kLanes;
   for (int b = 0; b < n; b += block) {
     const int b_end = std::min(b + block, n);
-    typename P::V block_all = zero, block_same = zero;
+    typename P::V block_neg = zero, block_pos = zero;
     for (int j = b; j < b_end; j += P::kLanes) {
       const int m = std::min<int>(P::kLanes, b_end - j);
+      const typename P::M same = LoadN(y + j, m, y0) == label;
+      const typename P::V shift = P::Select(same, shift_pos, shift_neg);
       const typename P::V e =
-          ExpNonPositive(LoadN(L + j, m, -Inf<Dtype>()) - offset);
+          ExpNonPositive(LoadN(L + j, m, -Inf<Dtype>()) - shift);
       StoreN(L + j, m, e);
-      block_all += e;
-      block_same += P::Select(LoadN(y + j, m, y0) == label, e, zero);
+      block_pos += P::Select(same, e, zero);
+      block_neg += P::Select(same, zero, e);
     }
-    P::AddWidened(block_all, &all);
-    P::AddWidened(block_same, &same);
+    P::AddWidened(block_neg, &neg);
+    P::AddWidened(block_pos, &pos);
   }
-  *sum_all = 0;
-  *sum_same = 0;
+  *sum_neg = 0;
+  *sum_pos = 0;
   for (int l = 0; l < P::kLanes; ++l) {
-    *sum_all += P::Lane(all, l);
-    *sum_same += P::Lane(same, l);
+    *sum_neg += P::Lane(neg, l);
+    *sum_pos += P::Lane(pos, l);
   }
 }
 
@@ -433,32 +481,36 @@ NPAIR_INLINE void ExpRow(Dtype* L, const Dtype* y, const Dtype y0,
 /// faster).
 __attribute__((target("avx,fma")))
 inline void ExpRowFma(float* L, const float* y, const float y0,
-    const float shift, const int n, double* sum_all, double* sum_same) {
-  ExpRow(L, y, y0, shift, n, sum_all, sum_same);
+    const float max_all, const float max_pos, const int n, double* sum_neg,
+    double* sum_pos) {
+  ExpRow(L, y, y0, max_all, max_pos, n, sum_neg, sum_pos);
 }
 #endif
 
 /// ExpRow, by the fastest copy this CPU runs.
 template <typename Dtype>
 void ExpRowDispatch(Dtype* L, const Dtype* y, const Dtype y0,
-    const Dtype shift, const int n, double* sum_all, double* sum_same) {
-  ExpRow(L, y, y0, shift, n, sum_all, sum_same);
+    const Dtype max_all, const Dtype max_pos, const int n, double* sum_neg,
+    double* sum_pos) {
+  ExpRow(L, y, y0, max_all, max_pos, n, sum_neg, sum_pos);
 }
 template <>
 inline void ExpRowDispatch(float* L, const float* y, const float y0,
-    const float shift, const int n, double* sum_all, double* sum_same) {
+    const float max_all, const float max_pos, const int n, double* sum_neg,
+    double* sum_pos) {
 #ifdef NPAIR_FMA_COPY
   static const bool fma =
       __builtin_cpu_supports("avx") && __builtin_cpu_supports("fma");
   if (fma) {
-    ExpRowFma(L, y, y0, shift, n, sum_all, sum_same);
+    ExpRowFma(L, y, y0, max_all, max_pos, n, sum_neg, sum_pos);
     return;
   }
 #endif
-  ExpRow(L, y, y0, shift, n, sum_all, sum_same);
+  ExpRow(L, y, y0, max_all, max_pos, n, sum_neg, sum_pos);
 }
 
-/// Pass 3: w_j *= (y_j == y0) ? c_same : c_other.
+/// Pass 3: w_j *= (y_j == y0) ? c_same : c_other (NPairRowTerms' pos_scale
+/// and neg_scale).
 template <typename Dtype>
 void ScaleRow(Dtype* w, const Dtype* y, const Dtype y0, const Dtype c_same,
     const Dtype c_other, const int n) {
@@ -470,39 +522,6 @@ void ScaleRow(Dtype* w, const Dtype* y, const Dtype y0, const Dtype c_same,
     StoreN(w + j, m, LoadN(w + j, m, Dtype(0)) *
                      P::Select(LoadN(y + j, m, y0) == label, cs, co));
   }
-}
-
-/// Past this gap between a row's largest kept similarity and its largest
-/// kept positive one, e^(S_ij - max_all) of the positives could underflow in
-/// Dtype (the float exp above flushes below e^-87), so the row is done with
-/// a separate shift for each log-sum-exp (LossRowTwoShifts).
-template <typename Dtype> inline double SharedShiftGap();
-template <> inline double SharedShiftGap<float>() { return 40; }
-template <> inline double SharedShiftGap<double>() { return 600; }
-
-/// A whole loss row in double, each log-sum-exp shifted by the maximum over
-/// its own set. L holds the kept logits (-inf elsewhere) and gets the row of
-/// G / (g / N). Returns l_i.
-template <typename Dtype>
-double LossRowTwoShifts(Dtype* L, const Dtype* y, const Dtype y0,
-    const int n, const double max_all, const double max_pos) {
-  double sum_all = 0, sum_pos = 0;
-  for (int j = 0; j < n; ++j) {
-    if (L[j] == -Inf<Dtype>()) { continue; }
-    sum_all += std::exp(L[j] - max_all);
-    if (y[j] == y0) { sum_pos += std::exp(L[j] - max_pos); }
-  }
-  const double lse_all = max_all + std::log(sum_all);
-  const double lse_pos = max_pos + std::log(sum_pos);
-  for (int j = 0; j < n; ++j) {
-    if (L[j] == -Inf<Dtype>()) {
-      L[j] = 0;
-      continue;
-    }
-    const double w_pos = (y[j] == y0) ? std::exp(L[j] - lse_pos) : 0;
-    L[j] = std::exp(L[j] - lse_all) - w_pos;
-  }
-  return lse_all - lse_pos;
 }
 
 }  // namespace npair_cpu

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "caffe/layers/npair_multiclass_loss_layer.hpp"
@@ -13,14 +14,13 @@ using npair_cpu::SyrkUpper;
 using npair_cpu::MirrorUpper;
 using npair_cpu::AddTranspose;
 using npair_cpu::MaskedExtreme;
+using npair_cpu::BestSame;
 using npair_cpu::CountOthersAtLeast;
 using npair_cpu::KeptRange;
 using npair_cpu::GatherRow;
 using npair_cpu::KeepRow;
 using npair_cpu::ExpRowDispatch;
 using npair_cpu::ScaleRow;
-using npair_cpu::SharedShiftGap;
-using npair_cpu::LossRowTwoShifts;
 
 // K of the Recall@K tops, in top order.
 const int kRecallK[] = {1, 5, 10};
@@ -86,7 +86,7 @@ void NPairMultiClassLossLayer<Dtype>::Similarity_cpu(
 template <typename Dtype>
 int NPairMultiClassLossLayer<Dtype>::GatherPairs(const Dtype* labels,
     const int row_begin, const int row_end, const bool same_label,
-    Dtype* out) const {
+    Dtype* out, bool* any_nan) const {
   // out needs room for (row_end - row_begin) * N values (pair_scratch_ has
   // it), not just for the count returned: see GatherRow.
   const int num = sim_.shape(0);
@@ -95,11 +95,13 @@ int NPairMultiClassLossLayer<Dtype>::GatherPairs(const Dtype* labels,
   for (int i = row_begin; i < row_end; ++i) {
     const Dtype* s = sim + i * num;
     const Dtype y0 = labels[i];
-    if (same_label) {  // j == i is left out: it is no pair.
-      n += GatherRow<true>(s, labels, y0, 0, i, out + n);
-      n += GatherRow<true>(s, labels, y0, i + 1, num, out + n);
+    // j == i is no pair, not even for a NaN label (unequal to itself).
+    if (same_label) {
+      n += GatherRow<true>(s, labels, y0, 0, i, out + n, any_nan);
+      n += GatherRow<true>(s, labels, y0, i + 1, num, out + n, any_nan);
     } else {
-      n += GatherRow<false>(s, labels, y0, 0, num, out + n);
+      n += GatherRow<false>(s, labels, y0, 0, i, out + n, any_nan);
+      n += GatherRow<false>(s, labels, y0, i + 1, num, out + n, any_nan);
     }
   }
   return n;
@@ -118,9 +120,11 @@ Dtype NPairMultiClassLossLayer<Dtype>::ThresholdOfRows(const Dtype* labels,
     Dtype t = positives ? -Inf<Dtype>() : Inf<Dtype>();
     for (int i = row_begin; i < row_end; ++i) {
       const Dtype* s = sim + i * num;
-      if (positives) {  // Negatives never include j == i.
+      if (positives) {
         t = std::max(t, MaskedExtreme<true, false>(s, labels, labels[i], 0,
-                                                   num));
+                                                   i));
+        t = std::max(t, MaskedExtreme<true, false>(s, labels, labels[i],
+                                                   i + 1, num));
       } else {
         t = std::min(t, MaskedExtreme<false, true>(s, labels, labels[i], 0,
                                                    i));
@@ -132,10 +136,14 @@ Dtype NPairMultiClassLossLayer<Dtype>::ThresholdOfRows(const Dtype* labels,
   }
   // RELATIVE_* rank the pairs of their own kind.
   Dtype* list = pair_scratch_.mutable_cpu_data();
-  const int n = GatherPairs(labels, row_begin, row_end, positives, list);
+  bool any_nan = false;
+  const int n = GatherPairs(labels, row_begin, row_end, positives, list,
+                            &any_nan);
   if (n == 0) {
     return (positives ? -1 : 1) * Inf<Dtype>();
   }
+  // NaN has no rank; the rows it came from have a NaN loss anyway.
+  if (any_nan) { return std::numeric_limits<Dtype>::quiet_NaN(); }
   // Selection, not a sort: only the one rank is needed.
   Dtype* nth = list + NPairRelativePosition(n, sn);
   std::nth_element(list, nth, list + n);
@@ -181,29 +189,30 @@ Dtype NPairMultiClassLossLayer<Dtype>::LossAndPairWeights_cpu(
               param.margin_ident(), &lo_pos, &hi_pos);
     KeptRange(false, param.an_mining_method(), neg_threshold[i],
               param.margin_diff(), &lo_neg, &hi_neg);
-    // w = the logits of the kept pairs, -inf elsewhere (j == i included).
+    // w = the similarities of the kept pairs, -inf elsewhere (j == i
+    // included); S_ii still counts for whether the row is finite.
     Dtype max_all = -Inf<Dtype>(), max_pos = -Inf<Dtype>();
-    KeepRow(s, labels, y0, lo_pos, hi_pos, lo_neg, hi_neg, 0, i, w,
-            &max_all, &max_pos);
-    KeepRow(s, labels, y0, lo_pos, hi_pos, lo_neg, hi_neg, i + 1, num, w,
-            &max_all, &max_pos);
+    bool finite = std::isfinite(s[i]);
+    finite &= KeepRow(s, labels, y0, lo_pos, hi_pos, lo_neg, hi_neg, 0, i, w,
+                      &max_all, &max_pos);
+    finite &= KeepRow(s, labels, y0, lo_pos, hi_pos, lo_neg, hi_neg, i + 1,
+                      num, w, &max_all, &max_pos);
     w[i] = -Inf<Dtype>();
-    if (max_pos == -Inf<Dtype>()) {  // No kept positive: l_i = 0, G_i. = 0.
-      caffe_set(num, Dtype(0), w);
-      continue;
+    const bool kept_positive = max_pos != -Inf<Dtype>();
+    double sum_neg = 0, sum_pos = 0;
+    if (finite && kept_positive) {
+      ExpRowDispatch(w, labels, y0, max_all, max_pos, num, &sum_neg,
+                     &sum_pos);
     }
-    if (static_cast<double>(max_all) - max_pos > SharedShiftGap<Dtype>()) {
-      loss += LossRowTwoShifts(w, labels, y0, num, max_all, max_pos);
-      continue;
+    const NPairRowTerms terms = NPairRowTermsOf(finite, kept_positive,
+        max_all, max_pos, sum_neg, sum_pos);
+    loss += terms.loss;
+    if (finite && kept_positive) {
+      ScaleRow(w, labels, y0, static_cast<Dtype>(terms.pos_scale),
+               static_cast<Dtype>(terms.neg_scale), num);
+    } else {  // G_i. = 0 (l_i is a constant), or NaN (a non-finite row).
+      caffe_set(num, static_cast<Dtype>(terms.neg_scale), w);
     }
-    // Both log-sum-exps shifted by max_all: e_j = e^(S_ij - max_all), so
-    // l_i = log(sum over kept e) - log(sum over kept positive e), and
-    // G_ij / (g / N) = e_j / sum_all - [y_j == y_i] e_j / sum_pos.
-    double sum_all, sum_pos;
-    ExpRowDispatch(w, labels, y0, max_all, num, &sum_all, &sum_pos);
-    loss += std::log(sum_all) - std::log(sum_pos);
-    ScaleRow(w, labels, y0, static_cast<Dtype>(1 / sum_all - 1 / sum_pos),
-             static_cast<Dtype>(1 / sum_all), num);
   }
   return loss / num;
 }
@@ -219,14 +228,17 @@ void NPairMultiClassLossLayer<Dtype>::RecallAtK_cpu(const Dtype* labels,
   for (int i = 0; i < num; ++i) {
     const Dtype* s = sim + i * num;
     const Dtype y0 = labels[i];
+    int positives = 0;
     const Dtype best_positive = std::max(
-        MaskedExtreme<true, true>(s, labels, y0, 0, i),
-        MaskedExtreme<true, true>(s, labels, y0, i + 1, num));
-    if (best_positive == -Inf<Dtype>()) { continue; }  // No positive.
+        BestSame(s, labels, y0, 0, i, &positives),
+        BestSame(s, labels, y0, i + 1, num, &positives));
+    if (!NPairRecallEligible(positives)) { continue; }
     ++eligible;
     // A negative tied with the best positive ranks ahead of it, so collapsed
     // embeddings score low rather than perfect.
-    const int ahead = CountOthersAtLeast(s, labels, y0, best_positive, num);
+    const int ahead =
+        CountOthersAtLeast(s, labels, y0, best_positive, 0, i) +
+        CountOthersAtLeast(s, labels, y0, best_positive, i + 1, num);
     for (int k = 0; k < num_k; ++k) {
       if (ahead < kRecallK[k]) { ++hits[k]; }
     }
