@@ -1,35 +1,29 @@
-#ifndef CAFFE_UTIL_NPAIR_CPU_KERNELS_HPP_
-#define CAFFE_UTIL_NPAIR_CPU_KERNELS_HPP_
+#ifndef CAFFE_UTIL_NPAIR_CPU_PASSES_HPP_
+#define CAFFE_UTIL_NPAIR_CPU_PASSES_HPP_
 
 /**
  * @file
- * The CPU building blocks of NPairMultiClassLossLayer's Forward_cpu and
+ * The O(N^2) passes of NPairMultiClassLossLayer's Forward_cpu and
  * Backward_cpu: S = X X^T by a rank-k update, tiled transposes, and the
  * branch-free passes over one row of S (extremes, gathers, the kept mask, the
  * exp pass and its sums, the scaling into G). The mining rules themselves
- * stay in npair_selection.hpp; these only apply them fast.
- * Included by npair_multiclass_loss_layer.cpp alone.
+ * stay in caffe/util/npair_selection.hpp; these only apply them fast.
+ *
+ * MirrorUpper and AddTranspose split their tiles over the OpenMP threads;
+ * the row passes work on one row and are split by their caller. Every
+ * result is the same for any number of threads: each element is computed by
+ * the same operations in the same order, whichever thread computes it.
+ * Private to the layer's CPU code: not part of Caffe's installed headers.
  */
-
-#include <stdint.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 
+#include "caffe/common.hpp"
 #include "caffe/util/mkl_alternate.hpp"
 #include "caffe/util/npair_selection.hpp"
-
-// The exp pass has a second copy built for AVX + FMA, chosen at run time;
-// what it calls must be inlined into it to be built that way.
-#if defined(__x86_64__) && \
-    (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 9))
-#define NPAIR_FMA_COPY 1
-#define NPAIR_INLINE inline __attribute__((always_inline))
-#else
-#define NPAIR_INLINE inline
-#endif
+#include "caffe/util/npair_simd.hpp"
 
 namespace caffe {
 namespace npair_cpu {
@@ -41,8 +35,10 @@ namespace npair_cpu {
 // would touch one cache set per element when n is a power of two.)
 const int kTile = 16;
 
-template <typename Dtype>
-inline Dtype Inf() { return std::numeric_limits<Dtype>::infinity(); }
+// Below this many rows an O(N^2) pass stays on one thread: starting and
+// joining a team of threads costs more than such a pass (and far more on a
+// machine whose cores are busy with other work).
+const int kMinParallelRows = 128;
 
 /// The upper triangle of S = X X^T (X: n x k, row-major), by BLAS syrk.
 inline void SyrkUpper(const int n, const int k, const float* x, float* s) {
@@ -55,11 +51,14 @@ inline void SyrkUpper(const int n, const int k, const double* x, double* s) {
 }
 
 /// a_ij = a_ji for j < i: the upper triangle of the n x n a copied onto the
-/// lower, tile by tile.
+/// lower, tile by tile. A thread writes the lower part of its rows of tiles
+/// and reads only the upper triangle.
 template <typename Dtype>
 void MirrorUpper(const int n, Dtype* a) {
-  Dtype t[kTile][kTile];
+  // Row of tiles I holds I + 1 tiles: dynamic scheduling evens the triangle.
+#pragma omp parallel for schedule(dynamic, 1) if (n >= kMinParallelRows)
   for (int ib = 0; ib < n; ib += kTile) {
+    Dtype t[kTile][kTile];
     const int ni = std::min(kTile, n - ib);
     for (int jb = 0; jb <= ib; jb += kTile) {  // tile (I, J), J <= I
       const int nj = std::min(kTile, n - jb);
@@ -76,11 +75,14 @@ void MirrorUpper(const int n, Dtype* a) {
   }
 }
 
-/// h = g + g^T (n x n), tile by tile; h is exactly symmetric.
+/// h = g + g^T (n x n), tile by tile; h is exactly symmetric. The thread of
+/// row of tiles I writes tiles (I, J) and (J, I) for J <= I, which no other
+/// row of tiles writes.
 template <typename Dtype>
 void AddTranspose(const int n, const Dtype* g, Dtype* h) {
-  Dtype t[kTile][kTile];
+#pragma omp parallel for schedule(dynamic, 1) if (n >= kMinParallelRows)
   for (int ib = 0; ib < n; ib += kTile) {
+    Dtype t[kTile][kTile];
     const int ni = std::min(kTile, n - ib);
     for (int jb = 0; jb <= ib; jb += kTile) {  // tiles (I, J) and (J, I)
       const int nj = std::min(kTile, n - jb);
@@ -106,142 +108,9 @@ void AddTranspose(const int n, const Dtype* g, Dtype* h) {
 }
 
 // ---------------------------------------------------------------------------
-// Row kernels: each is one pass over a row of S (16 KB at N = 4096, so the
-// row stays in L1 from one pass to the next), on packs of lanes. With GCC or
-// Clang a pack is a 16-byte vector (one SSE2 or NEON register: 4 floats or 2
-// doubles), so the passes are vector code whatever the compiler flags (GCC
-// will not vectorise selects between floats by itself under its default
-// -ftrapping-math); elsewhere a pack is one scalar. Lanes are chosen by
-// masks: nothing branches on the data.
-
-#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 9)
-template <typename Dtype> struct PackTypes;
-template <> struct PackTypes<float> {
-  typedef float V __attribute__((vector_size(16)));
-  typedef int32_t M __attribute__((vector_size(16)));  // lanes 0 or -1
-  typedef double D __attribute__((vector_size(32)));   // V in double
-};
-template <> struct PackTypes<double> {
-  typedef double V __attribute__((vector_size(16)));
-  typedef int64_t M __attribute__((vector_size(16)));
-  typedef double D __attribute__((vector_size(16)));
-};
-// (std::memcpy below moves bytes between a pack and memory, or reads one
-// type's bits as another's: a register move, no call, and no caffe_copy.)
-template <typename Dtype>
-struct Pack {
-  typedef typename PackTypes<Dtype>::V V;
-  typedef typename PackTypes<Dtype>::M M;  // what comparing two V gives
-  typedef typename PackTypes<Dtype>::D D;
-  enum { kLanes = sizeof(V) / sizeof(Dtype) };
-  static V Load(const Dtype* p) {
-    V v;
-    std::memcpy(&v, p, sizeof(v));  // NOLINT(caffe/alt_fn)
-    return v;
-  }
-  static void Store(Dtype* p, const V v) {
-    std::memcpy(p, &v, sizeof(v));  // NOLINT(caffe/alt_fn)
-  }
-  static V Splat(const Dtype x) { return V() + x; }
-  static void AddWidened(const V v, D* sum) {
-    *sum += __builtin_convertvector(v, D);
-  }
-  static V Select(const M m, const V a, const V b) {
-    return (V)(((M)a & m) | ((M)b & ~m));
-  }
-  // Written so, these compile to single max / min instructions (maxps...).
-  static V Max(const V a, const V b) { return a > b ? a : b; }
-  static V Min(const V a, const V b) { return a < b ? a : b; }
-  template <typename T>
-  static double Lane(const T& v, const int l) { return v[l]; }
-  static bool Any(const M m) {
-    uint64_t halves[2];
-    std::memcpy(halves, &m, sizeof(halves));  // NOLINT(caffe/alt_fn)
-    return (halves[0] | halves[1]) != 0;
-  }
-};
-/// 2^n for packs of integral n in [-126, 127], by building the exponent.
-NPAIR_INLINE Pack<float>::V Pow2(const Pack<float>::V n) {
-  return (Pack<float>::V)((__builtin_convertvector(n, Pack<float>::M) + 127)
-                          << 23);
-}
-#else
-template <typename Dtype>
-struct Pack {
-  typedef Dtype V;
-  typedef bool M;
-  typedef double D;
-  enum { kLanes = 1 };
-  static V Load(const Dtype* p) { return *p; }
-  static void Store(Dtype* p, const V v) { *p = v; }
-  static V Splat(const Dtype x) { return x; }
-  static void AddWidened(const V v, D* sum) { *sum += v; }
-  static V Select(const M m, const V a, const V b) { return m ? a : b; }
-  static V Max(const V a, const V b) { return a > b ? a : b; }
-  static V Min(const V a, const V b) { return a < b ? a : b; }
-  template <typename T>
-  static double Lane(const T& v, const int l) { return v; }
-  static bool Any(const M m) { return m; }
-};
-NPAIR_INLINE float Pow2(const float n) {
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));  // NOLINT(caffe/alt_fn)
-  return f;
-}
-#endif
-
-/// The first m (1 to kLanes) values at p as a pack, the other lanes `fill`.
-template <typename Dtype>
-NPAIR_INLINE typename Pack<Dtype>::V LoadN(const Dtype* p, const int m,
-    const Dtype fill) {
-  typedef Pack<Dtype> P;
-  if (m == P::kLanes) { return P::Load(p); }
-  Dtype lanes[P::kLanes];
-  for (int l = 0; l < P::kLanes; ++l) { lanes[l] = (l < m) ? p[l] : fill; }
-  return P::Load(lanes);
-}
-/// Stores the first m (1 to kLanes) lanes of v at p.
-template <typename Dtype>
-NPAIR_INLINE void StoreN(Dtype* p, const int m,
-    const typename Pack<Dtype>::V v) {
-  typedef Pack<Dtype> P;
-  if (m == P::kLanes) {
-    P::Store(p, v);
-    return;
-  }
-  Dtype lanes[P::kLanes];
-  P::Store(lanes, v);
-  for (int l = 0; l < m; ++l) { p[l] = lanes[l]; }
-}
-
-/// e^x lane by lane, for x <= 0 (-inf included). Float: Cephes' expf (range
-/// reduction by ln 2, degree-6 polynomial; within 1.2 ulp of exp) in plain
-/// arithmetic, and 0 below -87, where expf turns subnormal: such a term is
-/// under 1e-37 of its row's largest one, e^0 = 1. Double: std::exp.
-NPAIR_INLINE Pack<float>::V ExpNonPositive(Pack<float>::V x) {
-  typedef Pack<float> P;
-  const P::M underflow = x < P::Splat(-87.f);
-  x = P::Select(underflow, P::Splat(-87.f), x);
-  const P::V magic = P::Splat(12582912.f);  // + 1.5 * 2^23 rounds to integer
-  const P::V n = (x * 1.44269504088896341f + magic) - magic;  // x / ln 2
-  const P::V r = (x - n * 0.693359375f) - n * -2.12194440e-4f;  // x - n ln 2
-  P::V p = P::Splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.f;  // e^r
-  return P::Select(underflow, P::Splat(0.f), p * Pow2(n));
-}
-inline Pack<double>::V ExpNonPositive(const Pack<double>::V x) {
-  typedef Pack<double> P;
-  double lanes[P::kLanes];
-  P::Store(lanes, x);
-  for (int l = 0; l < P::kLanes; ++l) { lanes[l] = std::exp(lanes[l]); }
-  return P::Load(lanes);
-}
+// Row passes: each is one pass over a row of S (16 KB at N = 4096, so the
+// row stays in L1 from one pass to the next), on packs of lanes
+// (npair_simd.hpp).
 
 /// The largest (kMax) or smallest s_j over j in [begin, end) with
 /// (y_j == y0) == kSame; -inf (+inf) when there is none.
@@ -439,7 +308,7 @@ bool KeepRow(const Dtype* s, const Dtype* y, const Dtype y0,
 /// f_j and of the e_j, in double: each lane adds up kBlock terms in Dtype,
 /// then those partial sums are added in double.
 template <typename Dtype>
-NPAIR_INLINE void ExpRow(Dtype* L, const Dtype* y, const Dtype y0,
+void ExpRow(Dtype* L, const Dtype* y, const Dtype y0,
     const Dtype max_all, const Dtype max_pos, const int n, double* sum_neg,
     double* sum_pos) {
   typedef Pack<Dtype> P;
@@ -475,40 +344,6 @@ NPAIR_INLINE void ExpRow(Dtype* L, const Dtype* y, const Dtype y0,
   }
 }
 
-#ifdef NPAIR_FMA_COPY
-/// ExpRow<float> built for AVX + FMA: the same 4-lane packs, with fused
-/// multiply-adds in the polynomial and 3-operand instructions (about 1.5x
-/// faster).
-__attribute__((target("avx,fma")))
-inline void ExpRowFma(float* L, const float* y, const float y0,
-    const float max_all, const float max_pos, const int n, double* sum_neg,
-    double* sum_pos) {
-  ExpRow(L, y, y0, max_all, max_pos, n, sum_neg, sum_pos);
-}
-#endif
-
-/// ExpRow, by the fastest copy this CPU runs.
-template <typename Dtype>
-void ExpRowDispatch(Dtype* L, const Dtype* y, const Dtype y0,
-    const Dtype max_all, const Dtype max_pos, const int n, double* sum_neg,
-    double* sum_pos) {
-  ExpRow(L, y, y0, max_all, max_pos, n, sum_neg, sum_pos);
-}
-template <>
-inline void ExpRowDispatch(float* L, const float* y, const float y0,
-    const float max_all, const float max_pos, const int n, double* sum_neg,
-    double* sum_pos) {
-#ifdef NPAIR_FMA_COPY
-  static const bool fma =
-      __builtin_cpu_supports("avx") && __builtin_cpu_supports("fma");
-  if (fma) {
-    ExpRowFma(L, y, y0, max_all, max_pos, n, sum_neg, sum_pos);
-    return;
-  }
-#endif
-  ExpRow(L, y, y0, max_all, max_pos, n, sum_neg, sum_pos);
-}
-
 /// Pass 3: w_j *= (y_j == y0) ? c_same : c_other (NPairRowTerms' pos_scale
 /// and neg_scale).
 template <typename Dtype>
@@ -527,4 +362,4 @@ void ScaleRow(Dtype* w, const Dtype* y, const Dtype y0, const Dtype c_same,
 }  // namespace npair_cpu
 }  // namespace caffe
 
-#endif  // CAFFE_UTIL_NPAIR_CPU_KERNELS_HPP_
+#endif  // CAFFE_UTIL_NPAIR_CPU_PASSES_HPP_
