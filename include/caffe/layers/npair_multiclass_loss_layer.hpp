@@ -107,7 +107,8 @@ class NPairMultiClassLossLayer : public LossLayer<Dtype> {
 
   // The steps of Forward_cpu, in order; each reads what the previous wrote.
   // They work on CPU memory, so a GPU Forward may also use them for the
-  // parts it leaves on the host.
+  // parts it leaves on the host. Each splits its O(N^2) work over the
+  // OpenMP threads and gives the same result for any number of them.
 
   /// sim_ = X X^T, exactly symmetric.
   void Similarity_cpu(const Blob<Dtype>& features);
@@ -129,16 +130,6 @@ class NPairMultiClassLossLayer : public LossLayer<Dtype> {
   /// Writes R@1, R@5, R@10 into the tops between the loss and feature_asum.
   void RecallAtK_cpu(const Dtype* labels, const vector<Blob<Dtype>*>& top);
 
-  /// The threshold (of the positives, or of the negatives) over the pairs
-  /// of rows [row_begin, row_end): one row for LOCAL, all rows for GLOBAL.
-  Dtype ThresholdOfRows(const Dtype* labels, const int row_begin,
-      const int row_end, const bool positives, const NPairMiningMethod method,
-      const float sn);
-  /// S_ij for i in [row_begin, row_end), j != i, with same (or different)
-  /// labels, copied into out; returns how many.
-  int GatherPairs(const Dtype* labels, const int row_begin, const int row_end,
-      const bool same_label, Dtype* out) const;
-
   // Three N x N buffers: the similarities, the pair weights that Backward
   // needs, and a scratch that holds the similarity list a threshold is
   // selected from in Forward (a GLOBAL list holds up to N (N - 1) ordered
@@ -148,6 +139,7 @@ class NPairMultiClassLossLayer : public LossLayer<Dtype> {
   Blob<Dtype> pair_scratch_;
   Blob<Dtype> pos_threshold_;  ///< N: t+ of each query
   Blob<Dtype> neg_threshold_;  ///< N: t- of each query
+  vector<double> row_loss_;    ///< N: l_i, added up in row order
 };
 
 }  // namespace caffe

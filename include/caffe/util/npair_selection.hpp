@@ -3,8 +3,9 @@
 
 /**
  * @file
- * The pair-selection rules of NPairMultiClassLossLayer (spec sections 1 and 3),
- * kept in one place so that the CPU and CUDA paths cannot drift apart:
+ * The pair-selection rules of NPairMultiClassLossLayer (docs/layer_contract.md
+ * §1 and §3), kept in one place so that the CPU and CUDA paths cannot drift
+ * apart:
  *
  *  - NPairRelativePosition: which entry of an ascending similarity list a
  *    RELATIVE_* method takes as its threshold;
@@ -16,7 +17,7 @@
  *  - NPairRecallEligible: which queries Recall@K counts;
  *  - CheckNPairLossParameter: the set-up time validation of the parameters.
  *
- * Where the thresholds come from (spec section 3):
+ * Where the thresholds come from (docs/layer_contract.md §3):
  *  - HARD, EASY, RAND: an extreme of the *other* kind of pair. The positives'
  *    threshold is the largest negative similarity, the negatives' threshold
  *    the smallest positive similarity; -inf / +inf when there is none.
@@ -115,7 +116,7 @@ NPAIR_HOST_DEVICE inline bool NPairKeepNegative(const NPairMiningMethod method,
  * max_pos is the largest kept positive similarity of the row and max_all the
  * largest kept similarity of the row. Every exponent is <= 0 and the largest
  * term of each sum is 1, so no sum overflows or underflows to zero, at any
- * gap between max_all and max_pos. NPairRowTerms turns the two sums into the
+ * gap between max_all and max_pos. NPairRowTermsOf turns the two sums into the
  * loss and the pair weights.
  */
 NPAIR_HOST_DEVICE inline double NPairExpShift(const bool positive,

@@ -1,29 +1,163 @@
+#include <omp.h>
+#include <stdint.h>
+
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "caffe/layers/npair_multiclass_loss_layer.hpp"
 #include "caffe/util/math_functions.hpp"
-#include "caffe/util/npair_cpu_kernels.hpp"
+#include "caffe/util/npair_cpu_passes.hpp"
 
 namespace caffe {
 
 using npair_cpu::Inf;
+using npair_cpu::kMinParallelRows;
 using npair_cpu::SyrkUpper;
 using npair_cpu::MirrorUpper;
 using npair_cpu::AddTranspose;
 using npair_cpu::MaskedExtreme;
+using npair_cpu::BestSame;
 using npair_cpu::CountOthersAtLeast;
 using npair_cpu::KeptRange;
 using npair_cpu::GatherRow;
 using npair_cpu::KeepRow;
-using npair_cpu::ExpRowDispatch;
+using npair_cpu::ExpRow;
 using npair_cpu::ScaleRow;
-using npair_cpu::SharedShiftGap;
-using npair_cpu::LossRowTwoShifts;
 
-// K of the Recall@K tops, in top order.
-const int kRecallK[] = {1, 5, 10};
+namespace {
+
+// S_ij for i in [row_begin, row_end), j != i, with the same (or another)
+// label, copied into out; returns how many, and sets *any_nan if one of them
+// is NaN. out needs room for (row_end - row_begin) * num values (those rows
+// of pair_scratch_ have it), not just for the count returned: see GatherRow.
+template <typename Dtype>
+int GatherPairs(const Dtype* sim, const Dtype* labels, const int num,
+    const int row_begin, const int row_end, const bool same_label,
+    Dtype* out, bool* any_nan) {
+  int n = 0;
+  for (int i = row_begin; i < row_end; ++i) {
+    const Dtype* s = sim + i * num;
+    const Dtype y0 = labels[i];
+    // j == i is no pair, not even for a NaN label (unequal to itself).
+    if (same_label) {
+      n += GatherRow<true>(s, labels, y0, 0, i, out + n, any_nan);
+      n += GatherRow<true>(s, labels, y0, i + 1, num, out + n, any_nan);
+    } else {
+      n += GatherRow<false>(s, labels, y0, 0, i, out + n, any_nan);
+      n += GatherRow<false>(s, labels, y0, i + 1, num, out + n, any_nan);
+    }
+  }
+  return n;
+}
+
+// The HARD / EASY threshold of query i alone: the largest negative
+// similarity of row i (positives = true), or its smallest positive one;
+// j == i is neither.
+template <typename Dtype>
+Dtype OtherKindExtreme(const Dtype* sim, const Dtype* labels, const int num,
+    const int i, const bool positives) {
+  const Dtype* s = sim + i * num;
+  if (positives) {
+    return std::max(MaskedExtreme<true, false>(s, labels, labels[i], 0, i),
+        MaskedExtreme<true, false>(s, labels, labels[i], i + 1, num));
+  }
+  return std::min(MaskedExtreme<false, true>(s, labels, labels[i], 0, i),
+      MaskedExtreme<false, true>(s, labels, labels[i], i + 1, num));
+}
+
+// The threshold of a RELATIVE_* method from its list of n similarities,
+// which it reorders: the entry NPairRelativePosition(n, sn) of the list
+// sorted; -inf / +inf (positives / negatives) for an empty list.
+template <typename Dtype>
+Dtype RankOf(Dtype* list, const int n, const bool any_nan,
+    const bool positives, const float sn) {
+  if (n == 0) {
+    return (positives ? -1 : 1) * Inf<Dtype>();
+  }
+  // NaN has no rank; the rows it came from have a NaN loss anyway.
+  if (any_nan) { return std::numeric_limits<Dtype>::quiet_NaN(); }
+  // Selection, not a sort: only the one rank is needed.
+  Dtype* nth = list + NPairRelativePosition(n, sn);
+  std::nth_element(list, nth, list + n);
+  return *nth;
+}
+
+// The GLOBAL RELATIVE_* threshold: the rank over every pair of the batch of
+// the kind chosen by positives. Each thread gathers its block of rows into
+// those rows of lists (N x N), then the slices are closed up in row order:
+// the list is the same for any number of threads.
+template <typename Dtype>
+Dtype GlobalRank(const Dtype* sim, const Dtype* labels, const int num,
+    const bool positives, const float sn, Dtype* lists) {
+  vector<int> slice_begin, slice_size;
+  bool any_nan = false;
+#pragma omp parallel reduction(||: any_nan) if (num >= kMinParallelRows)
+  {
+    const int threads = omp_get_num_threads();
+    const int t = omp_get_thread_num();
+#pragma omp single
+    {
+      slice_begin.assign(threads, 0);
+      slice_size.assign(threads, 0);
+    }  // (the implicit barrier of single: both are sized from here on)
+    const int begin = static_cast<int>(static_cast<int64_t>(num) * t /
+                                       threads);
+    const int end = static_cast<int>(static_cast<int64_t>(num) * (t + 1) /
+                                     threads);
+    slice_begin[t] = begin;
+    slice_size[t] = GatherPairs(sim, labels, num, begin, end, positives,
+                                lists + begin * num, &any_nan);
+  }
+  int n = 0;
+  for (int t = 0; t < slice_size.size(); ++t) {
+    // Every slice moves left, onto values already moved or its own.
+    const Dtype* slice = lists + slice_begin[t] * num;
+    std::copy(slice, slice + slice_size[t], lists + n);
+    n += slice_size[t];
+  }
+  return RankOf(lists, n, any_nan, positives, sn);
+}
+
+// Row i of G / (g / N) into w, from row i of S (s) and the query's
+// thresholds; returns l_i.
+template <typename Dtype>
+double LossAndPairWeightsOfRow(const NPairLossParameter& param,
+    const Dtype* s, const Dtype* labels, const int num, const int i,
+    const Dtype pos_threshold, const Dtype neg_threshold, Dtype* w) {
+  const Dtype y0 = labels[i];
+  Dtype lo_pos, hi_pos, lo_neg, hi_neg;
+  KeptRange(true, param.ap_mining_method(), pos_threshold,
+            param.margin_ident(), &lo_pos, &hi_pos);
+  KeptRange(false, param.an_mining_method(), neg_threshold,
+            param.margin_diff(), &lo_neg, &hi_neg);
+  // w = the similarities of the kept pairs, -inf elsewhere (j == i
+  // included); S_ii still counts for whether the row is finite.
+  Dtype max_all = -Inf<Dtype>(), max_pos = -Inf<Dtype>();
+  bool finite = std::isfinite(s[i]);
+  finite &= KeepRow(s, labels, y0, lo_pos, hi_pos, lo_neg, hi_neg, 0, i, w,
+                    &max_all, &max_pos);
+  finite &= KeepRow(s, labels, y0, lo_pos, hi_pos, lo_neg, hi_neg, i + 1,
+                    num, w, &max_all, &max_pos);
+  w[i] = -Inf<Dtype>();
+  const bool kept_positive = max_pos != -Inf<Dtype>();
+  double sum_neg = 0, sum_pos = 0;
+  if (finite && kept_positive) {
+    ExpRow(w, labels, y0, max_all, max_pos, num, &sum_neg, &sum_pos);
+  }
+  const NPairRowTerms terms = NPairRowTermsOf(finite, kept_positive, max_all,
+      max_pos, sum_neg, sum_pos);
+  if (finite && kept_positive) {
+    ScaleRow(w, labels, y0, static_cast<Dtype>(terms.pos_scale),
+             static_cast<Dtype>(terms.neg_scale), num);
+  } else {  // G_i. = 0 (l_i is a constant), or NaN (a non-finite row).
+    std::fill(w, w + num, static_cast<Dtype>(terms.neg_scale));
+  }
+  return terms.loss;
+}
+
+}  // namespace
 
 template <typename Dtype>
 void NPairMultiClassLossLayer<Dtype>::LayerSetUp(
@@ -69,6 +203,7 @@ void NPairMultiClassLossLayer<Dtype>::Reshape(
   const vector<int> rows_shape(1, num);
   pos_threshold_.Reshape(rows_shape);
   neg_threshold_.Reshape(rows_shape);
+  row_loss_.resize(num);
 }
 
 template <typename Dtype>
@@ -84,65 +219,6 @@ void NPairMultiClassLossLayer<Dtype>::Similarity_cpu(
 }
 
 template <typename Dtype>
-int NPairMultiClassLossLayer<Dtype>::GatherPairs(const Dtype* labels,
-    const int row_begin, const int row_end, const bool same_label,
-    Dtype* out) const {
-  // out needs room for (row_end - row_begin) * N values (pair_scratch_ has
-  // it), not just for the count returned: see GatherRow.
-  const int num = sim_.shape(0);
-  const Dtype* sim = sim_.cpu_data();
-  int n = 0;
-  for (int i = row_begin; i < row_end; ++i) {
-    const Dtype* s = sim + i * num;
-    const Dtype y0 = labels[i];
-    if (same_label) {  // j == i is left out: it is no pair.
-      n += GatherRow<true>(s, labels, y0, 0, i, out + n);
-      n += GatherRow<true>(s, labels, y0, i + 1, num, out + n);
-    } else {
-      n += GatherRow<false>(s, labels, y0, 0, num, out + n);
-    }
-  }
-  return n;
-}
-
-template <typename Dtype>
-Dtype NPairMultiClassLossLayer<Dtype>::ThresholdOfRows(const Dtype* labels,
-    const int row_begin, const int row_end, const bool positives,
-    const NPairMiningMethod method, const float sn) {
-  const int num = sim_.shape(0);
-  const Dtype* sim = sim_.cpu_data();
-  if (!NPairIsRelative(method)) {
-    // HARD and EASY bound one kind by the extreme of the other: positives by
-    // the most similar negative, negatives by the least similar positive
-    // (-inf / +inf when there is none).
-    Dtype t = positives ? -Inf<Dtype>() : Inf<Dtype>();
-    for (int i = row_begin; i < row_end; ++i) {
-      const Dtype* s = sim + i * num;
-      if (positives) {  // Negatives never include j == i.
-        t = std::max(t, MaskedExtreme<true, false>(s, labels, labels[i], 0,
-                                                   num));
-      } else {
-        t = std::min(t, MaskedExtreme<false, true>(s, labels, labels[i], 0,
-                                                   i));
-        t = std::min(t, MaskedExtreme<false, true>(s, labels, labels[i],
-                                                   i + 1, num));
-      }
-    }
-    return t;
-  }
-  // RELATIVE_* rank the pairs of their own kind.
-  Dtype* list = pair_scratch_.mutable_cpu_data();
-  const int n = GatherPairs(labels, row_begin, row_end, positives, list);
-  if (n == 0) {
-    return (positives ? -1 : 1) * Inf<Dtype>();
-  }
-  // Selection, not a sort: only the one rank is needed.
-  Dtype* nth = list + NPairRelativePosition(n, sn);
-  std::nth_element(list, nth, list + n);
-  return *nth;
-}
-
-template <typename Dtype>
 void NPairMultiClassLossLayer<Dtype>::Thresholds_cpu(const Dtype* labels,
     const bool positives, const NPairLossParameter_MiningRegion region,
     const NPairMiningMethod method, const float sn, Dtype* threshold) {
@@ -150,61 +226,60 @@ void NPairMultiClassLossLayer<Dtype>::Thresholds_cpu(const Dtype* labels,
     return;  // RAND keeps every pair and compares with nothing.
   }
   const int num = sim_.shape(0);
-  if (region == NPairLossParameter_MiningRegion_GLOBAL) {
-    std::fill(threshold, threshold + num,
-              ThresholdOfRows(labels, 0, num, positives, method, sn));
+  const Dtype* sim = sim_.cpu_data();
+  const bool global = region == NPairLossParameter_MiningRegion_GLOBAL;
+  if (!NPairIsRelative(method)) {
+    // HARD and EASY: each row's extreme of the other kind, and for GLOBAL
+    // the extreme of those, taken in row order.
+#pragma omp parallel for if (num >= kMinParallelRows)
+    for (int i = 0; i < num; ++i) {
+      threshold[i] = OtherKindExtreme(sim, labels, num, i, positives);
+    }
+    if (global) {
+      const Dtype t = positives ? *std::max_element(threshold, threshold + num)
+                                : *std::min_element(threshold, threshold + num);
+      std::fill(threshold, threshold + num, t);
+    }
     return;
   }
+  // RELATIVE_* rank the pairs of their own kind, listed in pair_scratch_.
+  Dtype* lists = pair_scratch_.mutable_cpu_data();
+  if (global) {
+    std::fill(threshold, threshold + num,
+              GlobalRank(sim, labels, num, positives, sn, lists));
+    return;
+  }
+#pragma omp parallel for schedule(dynamic, 16) if (num >= kMinParallelRows)
   for (int i = 0; i < num; ++i) {
-    threshold[i] = ThresholdOfRows(labels, i, i + 1, positives, method, sn);
+    Dtype* list = lists + i * num;  // row i of pair_scratch_
+    bool any_nan = false;
+    const int n = GatherPairs(sim, labels, num, i, i + 1, positives, list,
+                              &any_nan);
+    threshold[i] = RankOf(list, n, any_nan, positives, sn);
   }
 }
 
 template <typename Dtype>
 Dtype NPairMultiClassLossLayer<Dtype>::LossAndPairWeights_cpu(
     const Dtype* labels) {
-  const NPairLossParameter& param = this->layer_param_.npair_loss_param();
   const int num = sim_.shape(0);
+  // The rows in parallel, their losses added in row order: the loss is the
+  // same for any number of threads. In double: l_i is a difference of two
+  // log-sum-exps that can be much larger than it.
+  const NPairLossParameter& param = this->layer_param_.npair_loss_param();
   const Dtype* sim = sim_.cpu_data();
   const Dtype* pos_threshold = pos_threshold_.cpu_data();
   const Dtype* neg_threshold = neg_threshold_.cpu_data();
   Dtype* weight = pair_weight_.mutable_cpu_data();
-  // Accumulated in double: l_i is a difference of two log-sum-exps that can
-  // be much larger than it, and the weights a difference of two softmaxes.
-  double loss = 0;
+  // (Every blob is reached here, outside the parallel loop: a blob's first
+  // access allocates its memory.)
+#pragma omp parallel for schedule(dynamic, 16) if (num >= kMinParallelRows)
   for (int i = 0; i < num; ++i) {
-    const Dtype* s = sim + i * num;
-    const Dtype y0 = labels[i];
-    Dtype* w = weight + i * num;
-    Dtype lo_pos, hi_pos, lo_neg, hi_neg;
-    KeptRange(true, param.ap_mining_method(), pos_threshold[i],
-              param.margin_ident(), &lo_pos, &hi_pos);
-    KeptRange(false, param.an_mining_method(), neg_threshold[i],
-              param.margin_diff(), &lo_neg, &hi_neg);
-    // w = the logits of the kept pairs, -inf elsewhere (j == i included).
-    Dtype max_all = -Inf<Dtype>(), max_pos = -Inf<Dtype>();
-    KeepRow(s, labels, y0, lo_pos, hi_pos, lo_neg, hi_neg, 0, i, w,
-            &max_all, &max_pos);
-    KeepRow(s, labels, y0, lo_pos, hi_pos, lo_neg, hi_neg, i + 1, num, w,
-            &max_all, &max_pos);
-    w[i] = -Inf<Dtype>();
-    if (max_pos == -Inf<Dtype>()) {  // No kept positive: l_i = 0, G_i. = 0.
-      caffe_set(num, Dtype(0), w);
-      continue;
-    }
-    if (static_cast<double>(max_all) - max_pos > SharedShiftGap<Dtype>()) {
-      loss += LossRowTwoShifts(w, labels, y0, num, max_all, max_pos);
-      continue;
-    }
-    // Both log-sum-exps shifted by max_all: e_j = e^(S_ij - max_all), so
-    // l_i = log(sum over kept e) - log(sum over kept positive e), and
-    // G_ij / (g / N) = e_j / sum_all - [y_j == y_i] e_j / sum_pos.
-    double sum_all, sum_pos;
-    ExpRowDispatch(w, labels, y0, max_all, num, &sum_all, &sum_pos);
-    loss += std::log(sum_all) - std::log(sum_pos);
-    ScaleRow(w, labels, y0, static_cast<Dtype>(1 / sum_all - 1 / sum_pos),
-             static_cast<Dtype>(1 / sum_all), num);
+    row_loss_[i] = LossAndPairWeightsOfRow(param, sim + i * num, labels, num,
+        i, pos_threshold[i], neg_threshold[i], weight + i * num);
   }
+  double loss = 0;
+  for (int i = 0; i < num; ++i) { loss += row_loss_[i]; }
   return loss / num;
 }
 
@@ -213,24 +288,29 @@ void NPairMultiClassLossLayer<Dtype>::RecallAtK_cpu(const Dtype* labels,
     const vector<Blob<Dtype>*>& top) {
   const int num = sim_.shape(0);
   const Dtype* sim = sim_.cpu_data();
-  const int num_k = top.size() - 2;  // The tops between loss and asum.
-  int eligible = 0;
-  int hits[sizeof(kRecallK) / sizeof(kRecallK[0])] = {0};
+  int eligible = 0, hits_1 = 0, hits_5 = 0, hits_10 = 0;  // integer: exact
+#pragma omp parallel for schedule(dynamic, 16) if (num >= kMinParallelRows) \
+    reduction(+: eligible, hits_1, hits_5, hits_10)
   for (int i = 0; i < num; ++i) {
     const Dtype* s = sim + i * num;
     const Dtype y0 = labels[i];
+    int positives = 0;
     const Dtype best_positive = std::max(
-        MaskedExtreme<true, true>(s, labels, y0, 0, i),
-        MaskedExtreme<true, true>(s, labels, y0, i + 1, num));
-    if (best_positive == -Inf<Dtype>()) { continue; }  // No positive.
+        BestSame(s, labels, y0, 0, i, &positives),
+        BestSame(s, labels, y0, i + 1, num, &positives));
+    if (!NPairRecallEligible(positives)) { continue; }
     ++eligible;
     // A negative tied with the best positive ranks ahead of it, so collapsed
     // embeddings score low rather than perfect.
-    const int ahead = CountOthersAtLeast(s, labels, y0, best_positive, num);
-    for (int k = 0; k < num_k; ++k) {
-      if (ahead < kRecallK[k]) { ++hits[k]; }
-    }
+    const int ahead =
+        CountOthersAtLeast(s, labels, y0, best_positive, 0, i) +
+        CountOthersAtLeast(s, labels, y0, best_positive, i + 1, num);
+    hits_1 += ahead < 1;
+    hits_5 += ahead < 5;
+    hits_10 += ahead < 10;
   }
+  const int hits[] = {hits_1, hits_5, hits_10};  // K = 1, 5, 10: top order
+  const int num_k = top.size() - 2;  // The tops between loss and asum.
   for (int k = 0; k < num_k; ++k) {
     top[1 + k]->mutable_cpu_data()[0] =
         eligible ? Dtype(hits[k]) / eligible : Dtype(0);

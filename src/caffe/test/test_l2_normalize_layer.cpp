@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -86,6 +87,36 @@ TYPED_TEST(L2NormalizeLayerTest, TestForwardInPlace) {
   layer.SetUp(this->bottom_vec_, this->bottom_vec_);
   layer.Forward(this->bottom_vec_, this->bottom_vec_);
   this->ExpectNormalized(x, this->bottom_);
+}
+
+TYPED_TEST(L2NormalizeLayerTest, TestBackwardInPlace) {
+  typedef typename TypeParam::Dtype Dtype;
+  Blob<Dtype> top_diff;
+  top_diff.ReshapeLike(this->bottom_);
+  caffe_rng_gaussian<Dtype>(top_diff.count(), 0, 1,
+                            top_diff.mutable_cpu_data());
+  // Out of place.
+  Blob<Dtype> x;
+  x.CopyFrom(this->bottom_, false, true);
+  L2NormalizeLayer<Dtype> layer((LayerParameter()));
+  layer.SetUp(this->bottom_vec_, this->top_vec_);
+  layer.Forward(this->bottom_vec_, this->top_vec_);
+  caffe_copy(top_diff.count(), top_diff.cpu_data(),
+             this->top_.mutable_cpu_diff());
+  layer.Backward(this->top_vec_, vector<bool>(1, true), this->bottom_vec_);
+  // In place: the top is the bottom, its diff holds the top's diff.
+  vector<Blob<Dtype>*> in_place(1, &x);
+  L2NormalizeLayer<Dtype> in_place_layer((LayerParameter()));
+  in_place_layer.SetUp(in_place, in_place);
+  in_place_layer.Forward(in_place, in_place);
+  caffe_copy(top_diff.count(), top_diff.cpu_data(), x.mutable_cpu_diff());
+  in_place_layer.Backward(in_place, vector<bool>(1, true), in_place);
+  const double tol = sizeof(Dtype) == 4 ? 1e-6 : 1e-14;
+  for (int i = 0; i < x.count(); ++i) {
+    const Dtype expected = this->bottom_.cpu_diff()[i];
+    EXPECT_NEAR(expected, x.cpu_diff()[i], tol * std::max(Dtype(1),
+                                                          std::fabs(expected)));
+  }
 }
 
 TYPED_TEST(L2NormalizeLayerTest, TestGradient) {

@@ -1,3 +1,5 @@
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -11,6 +13,8 @@
 #include "caffe/common.hpp"
 #include "caffe/layers/npair_multiclass_loss_layer.hpp"
 #include "caffe/net.hpp"
+#include "caffe/util/math_functions.hpp"
+#include "caffe/util/npair_cpu_passes.hpp"
 #include "caffe/util/npair_selection.hpp"
 
 #include "caffe/test/test_caffe_main.hpp"
@@ -23,6 +27,7 @@ namespace {
 typedef NPairLossParameter P;  // For the enum names.
 
 const double kInf = std::numeric_limits<double>::infinity();
+const double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // Every (region, method) of one side, for loops over the whole space.
 const P::MiningRegion kRegions[] = {P::LOCAL, P::GLOBAL};
@@ -36,7 +41,8 @@ vector<bool> FeaturesOnly() {
   return down;
 }
 
-// The spec's worked example (section 9): four unit rows, labels 0, 0, 1, 1.
+// The worked example of docs/layer_contract.md §9: four unit rows, labels
+// 0, 0, 1, 1.
 const double kExampleX[] = {1, 0, 0.6, 0.8, 0, 1, -0.6, 0.8};
 const double kExampleY[] = {0, 0, 1, 1};
 
@@ -49,9 +55,11 @@ struct NPairExpected {
 };
 
 // ---------------------------------------------------------------------------
-// A brute-force reference: the spec's formulas as plain loops in double, with
-// whole sorts where the layer selects, and sums without log-sum-exp shifts
-// (so keep |S| well below 700 here).
+// A brute-force reference: the formulas of docs/layer_contract.md §3 and §4 as
+// plain loops in double, with whole sorts where the layer selects, and sums
+// without log-sum-exp shifts (so keep |S| well below 700 here). A pair is
+// (i, j) with j != i, and a label equals what compares equal to it: a NaN
+// label has no positive, and is every other sample's negative.
 
 bool ReferenceKeep(bool positive, P::MiningMethod method, double s, double t,
                    double m) {
@@ -111,11 +119,27 @@ NPairExpected NPairReference(const vector<double>& x,
       }
     }
   }
+  NPairExpected out;
+  out.asum = 0;
+  for (int i = 0; i < x.size(); ++i) { out.asum += std::fabs(x[i]); }
+  out.asum /= num;
+  // A non-finite S_ij (S_ii included) makes l_i NaN and row i of G NaN; every
+  // row of (G + G^T) X then has a NaN term. The monitors are left unchecked:
+  // they report whatever they compute.
+  for (int i = 0; i < num; ++i) {
+    for (int j = 0; j < num; ++j) {
+      if (!std::isfinite(s[i][j])) {
+        out.loss = kNaN;
+        out.grad.assign(num * dim, kNaN);
+        out.recall[0] = out.recall[1] = out.recall[2] = kNaN;
+        return out;
+      }
+    }
+  }
   const vector<double> t_pos = ReferenceThresholds(s, y, true,
       p.ap_mining_region(), p.ap_mining_method(), p.identsn());
   const vector<double> t_neg = ReferenceThresholds(s, y, false,
       p.an_mining_region(), p.an_mining_method(), p.diffsn());
-  NPairExpected out;
   out.loss = 0;
   vector<vector<double> > g(num, vector<double>(num, 0));
   for (int i = 0; i < num; ++i) {
@@ -154,24 +178,25 @@ NPairExpected NPairReference(const vector<double>& x,
   const int kK[] = {1, 5, 10};
   int eligible = 0, hits[3] = {0, 0, 0};
   for (int i = 0; i < num; ++i) {
+    int positives = 0;
     double best = -kInf;
     for (int j = 0; j < num; ++j) {
-      if (j != i && y[j] == y[i]) { best = std::max(best, s[i][j]); }
+      if (j != i && y[j] == y[i]) {
+        ++positives;
+        best = std::max(best, s[i][j]);
+      }
     }
-    if (best == -kInf) { continue; }
+    if (positives == 0) { continue; }
     ++eligible;
     int ahead = 0;
     for (int j = 0; j < num; ++j) {
-      if (y[j] != y[i] && s[i][j] >= best) { ++ahead; }
+      if (j != i && y[j] != y[i] && s[i][j] >= best) { ++ahead; }
     }
     for (int k = 0; k < 3; ++k) { hits[k] += ahead < kK[k]; }
   }
   for (int k = 0; k < 3; ++k) {
     out.recall[k] = eligible ? static_cast<double>(hits[k]) / eligible : 0;
   }
-  out.asum = 0;
-  for (int i = 0; i < x.size(); ++i) { out.asum += std::fabs(x[i]); }
-  out.asum /= num;
   return out;
 }
 
@@ -263,6 +288,61 @@ TEST(NPairSelectionTest, TestKeepWithEmptyLists) {
   EXPECT_TRUE(NPairKeepNegative(P::RELATIVE_EASY, 0.5, 0.5, 0));
 }
 
+// The CPU path compares S with t + m through an interval of Dtype values
+// (npair_cpu::KeptRange); at the Dtype neighbours of t + m it must decide as
+// the rule in double does, including where t + m falls between two Dtypes.
+template <typename Dtype>
+class NPairKeptRangeTest : public ::testing::Test {};
+
+TYPED_TEST_CASE(NPairKeptRangeTest, TestDtypes);
+
+TYPED_TEST(NPairKeptRangeTest, TestAgreesWithRuleAtTheBound) {
+  typedef TypeParam Dtype;
+  const bool is_float = sizeof(Dtype) == 4;
+  // (t, m): t + m exactly a float (0.25 + 0.25), between two floats (the
+  // others, in float), and for double a sum that rounds (0.1 + 0.2f).
+  const double t_values[] = {0.25, 0.3, 1, -0.7, 0.1, 1e4};
+  const float m_values[] = {0.25f, 0.1f, 1e-9f, -0.05f, 0.2f, 0.3f};
+  const P::MiningMethod methods[] =
+      {P::HARD, P::EASY, P::RELATIVE_HARD, P::RELATIVE_EASY};
+  const Dtype inf = std::numeric_limits<Dtype>::infinity();
+  for (int c = 0; c < 6; ++c) {
+    const Dtype t = static_cast<Dtype>(t_values[c]);
+    const float m = m_values[c];
+    const double bound = static_cast<double>(t) + m;
+    SCOPED_TRACE(bound);
+    if (is_float && c > 0) {
+      ASSERT_NE(bound, static_cast<double>(static_cast<Dtype>(bound)));
+    }
+    // Five consecutive Dtypes around the bound, which lies within them.
+    vector<Dtype> s(1, static_cast<Dtype>(bound));
+    for (int k = 0; k < 2; ++k) {
+      s.insert(s.begin(), std::nextafter(s.front(), -inf));
+      s.push_back(std::nextafter(s.back(), inf));
+    }
+    ASSERT_LT(s.front(), bound);
+    ASSERT_GT(s.back(), bound);
+    for (int positive = 0; positive < 2; ++positive) {
+      for (int r = 0; r < 4; ++r) {
+        SCOPED_TRACE(methods[r]);
+        SCOPED_TRACE(positive);
+        Dtype lo, hi;
+        npair_cpu::KeptRange(positive, methods[r], t, m, &lo, &hi);
+        for (int k = 0; k < s.size(); ++k) {
+          const bool rule = positive ?
+              NPairKeepPositive(methods[r], s[k], t, m) :
+              NPairKeepNegative(methods[r], s[k], t, m);
+          EXPECT_EQ(rule, lo <= s[k] && s[k] <= hi) << s[k];
+        }
+      }
+    }
+    Dtype lo, hi;
+    npair_cpu::KeptRange(true, P::RAND, t, m, &lo, &hi);
+    EXPECT_EQ(-inf, lo);
+    EXPECT_EQ(inf, hi);
+  }
+}
+
 template <typename TypeParam>
 class NPairMultiClassLossLayerTest : public MultiDeviceTest<TypeParam> {
   typedef typename TypeParam::Dtype Dtype;
@@ -322,7 +402,7 @@ class NPairMultiClassLossLayerTest : public MultiDeviceTest<TypeParam> {
   }
 
   // Compares all five tops and the gradient with the reference, within the
-  // spec's tolerances.
+  // tolerances of docs/layer_contract.md §5.
   void ExpectMatchesReference(const NPairLossParameter& p) {
     SCOPED_TRACE(p.ShortDebugString());
     LayerParameter param;
@@ -443,18 +523,29 @@ TYPED_TEST(NPairMultiClassLossLayerTest, TestMonitorWeightsLeaveGradient) {
 }
 
 TYPED_TEST(NPairMultiClassLossLayerTest, TestMatchesReference) {
+  typedef typename TypeParam::Dtype Dtype;
   const float sn[][2] = {{2, 1}, {-0.3f, -0.6f}, {0, 0}, {-0.f, -0.f},
       {1e30f, -1e30f}, {-1e30f, 1e30f}, {-1, 3.7f}};
   // Margins on the quarter grid tie exactly with similarities; the others
   // check that the float32 margin is what is compared.
   const float margins[][2] = {{0, 0}, {0.25f, -0.25f}, {0.1f, -0.05f}};
+  // The third batch has NaN labels: samples without a positive that are
+  // everyone's negative but their own. Their rows are made twice as long, so
+  // that their S_ii would top the negatives' lists if a pass let j == i in.
   const double batches[][10] = {{0, 0, 0, 1, 1, 1, 2, 2, 3, 4},
-                                {5, 5, 5, 5, 7, 7, 7}};
-  const int sizes[] = {10, 7}, dims[] = {3, 2};
+                                {5, 5, 5, 5, 7, 7, 7},
+                                {0, kNaN, 0, 1, kNaN, 1, 1, kNaN}};
+  const int sizes[] = {10, 7, 8}, dims[] = {3, 2, 2};
   const vector<NPairLossParameter> minings = AllMinings();
-  for (int b = 0; b < 2; ++b) {
+  for (int b = 0; b < 3; ++b) {
     this->SetGridBatch(vector<double>(batches[b], batches[b] + sizes[b]),
                        dims[b]);
+    for (int i = 0; i < sizes[b]; ++i) {
+      if (std::isnan(batches[b][i])) {
+        caffe_scal(dims[b], Dtype(2),
+                   this->features_.mutable_cpu_data() + i * dims[b]);
+      }
+    }
     for (int m = 0; m < minings.size(); ++m) {
       for (int s = 0; s < sizeof(sn) / sizeof(sn[0]); ++s) {
         for (int g = 0; g < sizeof(margins) / sizeof(margins[0]); ++g) {
@@ -545,6 +636,132 @@ TYPED_TEST(NPairMultiClassLossLayerTest, TestLargeScaleIsFinite) {
   for (int i = 0; i < 3; ++i) {
     EXPECT_NEAR(grad[i], this->features_.cpu_diff()[i], 1e-6 * 17);
   }
+}
+
+TYPED_TEST(NPairMultiClassLossLayerTest, TestNaNLabelIsNotItsOwnNegative) {
+  // Two tight classes beside two NaN-labelled samples (D = 3, exact in
+  // float). The NaN-labelled c1 is the most similar to itself (S = 2.25);
+  // the most similar pair with different labels is (a_k, c2), S = 0.5; the
+  // positive pairs have S = 1.
+  const double x[] = {1, 0, 0,   1, 0.25, 0,      // a1, a2: label 0
+                      0, 1, 0,   0, 1, 0.25,      // b1, b2: label 1
+                      0, 0, 1.5, 0.5, 0, -1};     // c1, c2: NaN
+  const double y[] = {0, 0, 1, 1, kNaN, kNaN};
+  this->SetBatch(vector<double>(x, x + 18), vector<double>(y, y + 6));
+  // GLOBAL HARD positives: t+ = 0.5, and no positive is below it.
+  this->ExpectMatchesReference(
+      Mining(P::GLOBAL, P::HARD, P::LOCAL, P::RAND));
+  EXPECT_EQ(0, this->tops_[0]->cpu_data()[0]);
+  for (int i = 0; i < 18; ++i) { EXPECT_EQ(0, this->features_.cpu_diff()[i]); }
+  // GLOBAL RELATIVE_HARD negatives with diffsn 0: t- = 0.5 keeps (a1, c2)
+  // and (a2, c2); a1 and a2 each lose log(e^1 + e^0.5) - 1, c2 has no
+  // positive, b1 and b2 keep no negative: loss = 2 log(1 + e^-0.5) / 6.
+  NPairLossParameter relative =
+      Mining(P::LOCAL, P::RAND, P::GLOBAL, P::RELATIVE_HARD);
+  relative.set_diffsn(0);
+  this->ExpectMatchesReference(relative);
+  EXPECT_NEAR(std::log1p(std::exp(-0.5)) / 3, this->tops_[0]->cpu_data()[0],
+              1e-6);
+}
+
+TYPED_TEST(NPairMultiClassLossLayerTest, TestNaNFeatureWithRandMining) {
+  // Every pair kept, and S_22 = NaN: the loss is NaN, not 0 over a NaN
+  // gradient.
+  const double x[] = {1, 1, kNaN}, y[] = {0, 0, 1};
+  this->SetBatch(vector<double>(x, x + 3), vector<double>(y, y + 3));
+  this->Run(LayerParameter(), 1);
+  EXPECT_TRUE(std::isnan(this->tops_[0]->cpu_data()[0]));
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(std::isnan(this->features_.cpu_diff()[i])) << i;
+  }
+}
+
+TYPED_TEST(NPairMultiClassLossLayerTest, TestNonFiniteFeaturesGiveNaNLoss) {
+  // One NaN, +inf or -inf feature makes every row of S non-finite: the loss
+  // and the whole gradient are NaN whatever the mining.
+  const double y[] = {0, 0, 1, 1, 1, 2, 3, 3};
+  const double bad[] = {kNaN, kInf, -kInf};
+  const vector<NPairLossParameter> minings = AllMinings();
+  for (int b = 0; b < 3; ++b) {
+    this->SetGridBatch(vector<double>(y, y + 8), 3);
+    this->features_.mutable_cpu_data()[3 * 5 + 1] = bad[b];
+    for (int m = 0; m < minings.size(); ++m) {
+      SCOPED_TRACE(minings[m].ShortDebugString());
+      SCOPED_TRACE(bad[b]);
+      NPairLossParameter p = minings[m];
+      p.set_identsn(1);
+      p.set_diffsn(-0.5);
+      LayerParameter param;
+      param.mutable_npair_loss_param()->CopyFrom(p);
+      this->Run(param, 5);
+      EXPECT_TRUE(std::isnan(this->tops_[0]->cpu_data()[0]));
+      for (int i = 0; i < this->features_.count(); ++i) {
+        EXPECT_TRUE(std::isnan(this->features_.cpu_diff()[i])) << i;
+      }
+    }
+  }
+}
+
+TYPED_TEST(NPairMultiClassLossLayerTest, TestRecallEligibleByCount) {
+  // D = 1, x = (inf, -1, 1), labels 0, 0, 1: S_01 = -inf is the only
+  // positive similarity of queries 0 and 1, and each has one negative at
+  // least as similar (S_02 = inf, S_12 = -1). Both have a positive, so both
+  // count: R@1 = 0, R@5 = R@10 = 1. Query 2 has no positive.
+  const double x[] = {kInf, -1, 1}, y[] = {0, 0, 1};
+  this->SetBatch(vector<double>(x, x + 3), vector<double>(y, y + 3));
+  this->Run(LayerParameter(), 5);
+  EXPECT_TRUE(std::isnan(this->tops_[0]->cpu_data()[0]));
+  EXPECT_EQ(0, this->tops_[1]->cpu_data()[0]);
+  EXPECT_EQ(1, this->tops_[2]->cpu_data()[0]);
+  EXPECT_EQ(1, this->tops_[3]->cpu_data()[0]);
+}
+
+TYPED_TEST(NPairMultiClassLossLayerTest, TestSameResultsForAnyThreadCount) {
+  typedef typename TypeParam::Dtype Dtype;
+  // Large enough for every pass to split its rows (kMinParallelRows), of a
+  // size no block divides; about three samples per label, scattered, and
+  // some NaN labels. OpenBLAS keeps its own threads: only the layer's change.
+  const int num = 203, dim = 5;
+  vector<double> x(num * dim), y(num);
+  caffe_rng_gaussian<double>(x.size(), 0, 1, x.data());
+  for (int i = 0; i < num; ++i) {
+    y[i] = (i % 29 == 0) ? kNaN : (i * 7) % 67;
+  }
+  this->SetBatch(x, y);
+  ASSERT_GE(num, npair_cpu::kMinParallelRows);
+  const int threads[] = {1, 2, 4};
+  const int saved_threads = omp_get_max_threads();
+  const vector<NPairLossParameter> minings = AllMinings();
+  for (int m = 0; m < minings.size(); ++m) {
+    SCOPED_TRACE(minings[m].ShortDebugString());
+    LayerParameter param;
+    NPairLossParameter* p = param.mutable_npair_loss_param();
+    p->CopyFrom(minings[m]);
+    p->set_margin_ident(0.05f);
+    p->set_margin_diff(-0.1f);
+    p->set_identsn(-0.3f);
+    p->set_diffsn(2);
+    vector<Dtype> first;
+    for (int t = 0; t < 3; ++t) {
+      omp_set_num_threads(threads[t]);
+      this->Run(param, 5);
+      vector<Dtype> outputs(this->features_.cpu_diff(),
+          this->features_.cpu_diff() + this->features_.count());
+      for (int k = 0; k < 5; ++k) {
+        outputs.push_back(this->tops_[k]->cpu_data()[0]);
+      }
+      if (t == 0) {
+        first = outputs;
+        continue;
+      }
+      int differ = 0;
+      for (int i = 0; i < outputs.size(); ++i) {
+        differ += outputs[i] != first[i];
+      }
+      EXPECT_EQ(0, differ) << threads[t] << " threads";
+    }
+  }
+  omp_set_num_threads(saved_threads);
 }
 
 TYPED_TEST(NPairMultiClassLossLayerTest, TestUsageBlock) {
