@@ -63,7 +63,7 @@ namespace caffe {
  *
  * Several solvers (Caffe::solver_count() = R > 1 in the TRAIN phase, as in
  * `caffe train -gpu all`): each solver's layer draws the same plan, with steps
- * of R P distinct classes in place of batches of P (in steps 2 and 3 above), and
+ * of R P distinct classes in place of batches of P (in 2 and 3 above), and
  * solver r takes classes rP .. rP + P - 1 of each step, which are in random
  * order. Guaranteed, when every solver has the same list, P, K and seed (true
  * of one net replicated by Caffe) and consumes one batch per iteration (Caffe's

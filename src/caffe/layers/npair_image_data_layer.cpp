@@ -4,6 +4,7 @@
 #include <boost/filesystem.hpp>
 #include <boost/random/uniform_int.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
@@ -73,7 +74,8 @@ string NPairImageDataLayer<Dtype>::Who() const {
 
 template <typename Dtype>
 void NPairImageDataLayer<Dtype>::CheckParameters() const {
-  const NPairImageDataParameter& npair = this->layer_param_.npair_image_data_param();
+  const NPairImageDataParameter& npair =
+      this->layer_param_.npair_image_data_param();
   const ImageDataParameter& image = this->layer_param_.image_data_param();
   CHECK(npair.classes_per_batch() > 0 && npair.classes_per_batch() <= INT_MAX)
       << Who() << ": npair_image_data_param.classes_per_batch (P, the classes "
@@ -226,11 +228,13 @@ void NPairImageDataLayer<Dtype>::DrawEpoch() {
       << " images";
 }
 
+// NOLINT below: cpp_lint's caffe/data_layer_setup rule lists BVLC's own layers.
 template <typename Dtype>
-void NPairImageDataLayer<Dtype>::DataLayerSetUp(
+void NPairImageDataLayer<Dtype>::DataLayerSetUp(  // NOLINT
     const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
   CheckParameters();
-  const NPairImageDataParameter& npair = this->layer_param_.npair_image_data_param();
+  const NPairImageDataParameter& npair =
+      this->layer_param_.npair_image_data_param();
   classes_per_batch_ = npair.classes_per_batch();
   images_per_class_ = npair.images_per_class();
   // As Caffe's Data layer does: only TRAIN nets are replicated per solver.

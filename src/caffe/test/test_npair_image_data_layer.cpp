@@ -122,7 +122,8 @@ class NPairImageDataLayerTest : public MultiDeviceTest<TypeParam> {
   typedef typename TypeParam::Dtype Dtype;
 
  protected:
-  NPairImageDataLayerTest() : data_(new Blob<Dtype>()), label_(new Blob<Dtype>()) {
+  NPairImageDataLayerTest()
+      : data_(new Blob<Dtype>()), label_(new Blob<Dtype>()) {
     MakeTempDir(&dir_);
     top_.push_back(data_.get());
     top_.push_back(label_.get());
@@ -246,7 +247,7 @@ TYPED_TEST(NPairImageDataLayerTest, TestBalancedEpochUsesEveryImage) {
   }
 }
 
-TYPED_TEST(NPairImageDataLayerTest, TestBalancedEpochLeavesOutFewerThanPTuples) {
+TYPED_TEST(NPairImageDataLayerTest, TestBalancedEpochLeavesFewerThanPTuples) {
   // 5 classes x 5 images, K = 2: the odd image of each class and, of the 10
   // tuples, the 1 that does not fill a batch of P = 3 wait.
   const vector<int> sizes(5, 5);
@@ -483,7 +484,8 @@ TYPED_TEST(NPairImageDataLayerDeathTest, TestMissingList) {
 TYPED_TEST(NPairImageDataLayerDeathTest, TestMissingImageFile) {
   const string list = this->List(vector<string>(1, this->dir_ + "/gone.png 1"));
   EXPECT_DEATH(this->SetUp(this->Param(list)),
-               "NPairImageData Layer 'pk': .* line 5: no image file '.*gone.png'");
+               "NPairImageData Layer 'pk': .* line 5: no image file "
+               "'.*gone.png'");
 }
 
 TYPED_TEST(NPairImageDataLayerDeathTest, TestMalformedLines) {
@@ -527,6 +529,16 @@ TYPED_TEST(NPairImageDataLayerDeathTest, TestImagesOfDifferentSizes) {
                "image_data_param.new_height and new_width");
 }
 
+TYPED_TEST(NPairImageDataLayerDeathTest, TestListWithoutImages) {
+  string list;
+  MakeTempFilename(&list);
+  std::ofstream(list.c_str()) << "\n  \n";
+  EXPECT_DEATH(this->SetUp(this->Param(list)), "NPairImageData Layer 'pk': "
+               "the image list '.*' names no image");
+  EXPECT_DEATH(this->SetUp(this->Param("")), "NPairImageData Layer 'pk': "
+               "image_data_param.source \\(the image list\\) must be set");
+}
+
 TYPED_TEST(NPairImageDataLayerDeathTest, TestTooFewClasses) {
   // Two classes of two images and one of a single image, for P = 3.
   const string list = this->List(vector<string>(
@@ -553,7 +565,8 @@ TYPED_TEST(NPairImageDataLayerDeathTest, TestBadParameters) {
   LayerParameter zero_k = this->Param(list);
   zero_k.mutable_npair_image_data_param()->set_images_per_class(0);
   EXPECT_DEATH(this->SetUp(zero_k), "NPairImageData Layer 'pk': "
-               "npair_image_data_param.images_per_class \\(K\\) must be positive");
+               "npair_image_data_param.images_per_class \\(K\\) must be "
+               "positive");
   LayerParameter batch = this->Param(list);
   batch.mutable_image_data_param()->set_batch_size(5);
   EXPECT_DEATH(this->SetUp(batch), "NPairImageData Layer 'pk': "
