@@ -45,8 +45,8 @@ namespace caffe {
  *
  * Each epoch is drawn afresh from the layer's random stream:
  *  1. every class's images are shuffled and cut into floor(n / K) tuples of
- *     K; the n mod K images left over sit the epoch out (the next shuffle
- *     leaves out others);
+ *     K; the n mod K images left over sit the epoch out (the next epoch's
+ *     shuffle draws them afresh);
  *  2. batches are formed one at a time from the P classes with the most tuples
  *     left, ties broken at random, each giving its next tuple, until fewer than
  *     P classes have a tuple left. Taking the fullest classes first makes the
@@ -66,10 +66,10 @@ namespace caffe {
  * of R P distinct classes in place of batches of P (in 2 and 3 above), and
  * solver r takes classes rP .. rP + P - 1 of each step, which are in random
  * order. Guaranteed, when every solver has the same list, P, K and seed (true
- * of one net replicated by Caffe) and consumes one batch per iteration (Caffe's
- * synchronous solvers do):
- *  - at every iteration the R batches hold R P distinct classes, so no class
- *    and no image is on two solvers;
+ * of one net replicated by Caffe):
+ *  - the n-th batches of the R solvers hold R P distinct classes, so no class
+ *    and no image is on two solvers. Caffe's synchronous solvers all run the
+ *    same forwards, so these are the batches of one iteration;
  *  - over an epoch the solvers together use every image at most once;
  *  - every solver's epoch has the same number of batches, each a P x K batch.
  * Set-up fails unless the list has R P usable classes. The TEST phase is never
