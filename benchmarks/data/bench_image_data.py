@@ -1,4 +1,4 @@
-"""Throughput of NPairImageData against ImageData on the same images (issue 13).
+"""Throughput of NPairImageData against ImageData on the same images.
 
 Writes `--classes x --per-class` JPEG images (`--size` pixels square, smooth random
 content, so decoding costs what a photograph's does) and one `path label` list, then
@@ -15,7 +15,7 @@ warmed up past its prefetch queue, and timed over `--batches` forwards; the two 
 in alternating order (AB, BA, ...). Printed: the median time per batch of each, and
 NPairImageData's throughput as a ratio to ImageData's: the median over repeats of the
 ratio within a repeat (the two measurements back to back, so that a change of load
-between repeats cancels), against issue 13's target (at least 0.90, i.e. within 10%),
+between repeats cancels), against the target (at least 0.90, i.e. within 10%),
 with the load average before and after, since other work on the machine slows both.
 
     source build/env.sh
