@@ -1,7 +1,7 @@
 # Turns the pristine Caffe tree into our fork, in CAFFE_WORK_DIR:
 #   1. a fresh copy of the pristine tree with patches/*.patch applied, redone only
 #      when the source or the patch set changes (ccache makes the rebuild cheap);
-#   2. our NPairLossParameter spliced into caffe.proto (rewritten only if changed);
+#   2. our proto messages spliced into caffe.proto (rewritten only if changed);
 #   3. our headers, layers and tests symlinked in, so editing one of them
 #      recompiles just that file.
 
@@ -41,17 +41,27 @@ if(NOT patch_state STREQUAL previous_patch_state OR NOT EXISTS "${CAFFE_WORK_DIR
   file(WRITE "${patch_stamp}" "${patch_state}")
 endif()
 
-# The proto: our NPairLossParameter message appended, and the body of our
-# caffe_npair.LayerParameter placed at the top of caffe.LayerParameter.
+# The proto: the body of our caffe_npair.LayerParameter placed at the top of
+# caffe.LayerParameter, and the messages after it appended to caffe.proto. Each
+# field must name one of those messages: a slip is caught here, in our terms,
+# rather than by protoc deep inside Caffe's build.
 set(npair_proto "${PROJECT_SOURCE_DIR}/proto/npair_loss.proto")
 set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${npair_proto}")
 file(READ "${npair_proto}" npair_proto_text)
-string(REGEX MATCH "\nmessage LayerParameter {\n([^}]*)}" _ "${npair_proto_text}")
+string(REGEX MATCH "\nmessage LayerParameter {\n([^}]*)}(.*)" _ "${npair_proto_text}")
 set(npair_layer_fields "${CMAKE_MATCH_1}")
-string(REGEX MATCH "\nmessage NPairLossParameter {.*" npair_message "${npair_proto_text}")
-if(NOT npair_layer_fields OR NOT npair_message)
-  message(FATAL_ERROR "${npair_proto}: expected a LayerParameter and a NPairLossParameter message")
+set(npair_messages "${CMAKE_MATCH_2}")
+string(REGEX MATCHALL "\n *optional [A-Za-z0-9_]+ " npair_field_types "\n${npair_layer_fields}")
+if(NOT npair_field_types)
+  message(FATAL_ERROR "${npair_proto}: expected a 'message LayerParameter {' holding our optional fields")
 endif()
+foreach(field IN LISTS npair_field_types)
+  string(REGEX REPLACE ".*optional ([A-Za-z0-9_]+) " "\\1" field_type "${field}")
+  if(NOT npair_messages MATCHES "\nmessage ${field_type} {")
+    message(FATAL_ERROR "${npair_proto}: LayerParameter has a field of type ${field_type}, "
+                        "but no 'message ${field_type} {' follows the LayerParameter message")
+  endif()
+endforeach()
 
 file(READ "${caffe_pristine_dir}/src/caffe/proto/caffe.proto" caffe_proto_text)
 string(FIND "${caffe_proto_text}" "\nmessage LayerParameter {\n" layer_at)
@@ -61,7 +71,7 @@ endif()
 string(REPLACE "\nmessage LayerParameter {\n"
                "\nmessage LayerParameter {\n${npair_layer_fields}"
                caffe_proto_text "${caffe_proto_text}")
-string(APPEND caffe_proto_text "${npair_message}")
+string(APPEND caffe_proto_text "${npair_messages}")
 file(WRITE "${CMAKE_BINARY_DIR}/caffe.proto.new" "${caffe_proto_text}")
 file(COPY_FILE "${CMAKE_BINARY_DIR}/caffe.proto.new" "${CAFFE_WORK_DIR}/src/caffe/proto/caffe.proto"
      ONLY_IF_DIFFERENT)

@@ -6,6 +6,11 @@
 #                          ("80 90": A100, H100); PTX of the highest is embedded
 #                          too, so newer GPUs can run it after a JIT compile.
 #   CUDA_TOOLKIT_ROOT_DIR  the toolkit (default: the nvcc on PATH, else /usr/local/cuda).
+#   CAFFE_NPAIR_NCCL       multi-GPU training through NCCL (default ON): Caffe's
+#                          USE_NCCL, what `caffe train -gpu all` and pycaffe's
+#                          caffe.NCCL need. NCCL is looked for in the toolkit
+#                          first (some toolkits ship it), then under $NCCL_DIR
+#                          and the system's paths (Debian: libnccl-dev).
 #
 # cuDNN stays off: Caffe's cuDNN layers use the cuDNN 7 API, which cuDNN 9 removed.
 
@@ -32,3 +37,25 @@ set(CUDA_ARCH_NAME "Manual" CACHE STRING "" FORCE)
 set(CUDA_ARCH_BIN "${CAFFE_NPAIR_CUDA_ARCH}" CACHE STRING "" FORCE)
 set(CUDA_ARCH_PTX "${cuda_ptx_arch}" CACHE STRING "" FORCE)
 message(STATUS "caffe-npair: CUDA build with ${CAFFE_NPAIR_NVCC}, sm ${CAFFE_NPAIR_CUDA_ARCH}, PTX ${cuda_ptx_arch}")
+
+option(CAFFE_NPAIR_NCCL "With CAFFE_NPAIR_CUDA: multi-GPU training through NCCL" ON)
+if(CAFFE_NPAIR_NCCL)
+  # Caffe's FindNCCL keeps what these find (same cache variables), and only
+  # knows /usr and /usr/local by itself.
+  find_path(NCCL_INCLUDE_DIR nccl.h
+            HINTS "${CUDA_TOOLKIT_ROOT_DIR}/include" "$ENV{NCCL_DIR}/include")
+  find_library(NCCL_LIBRARIES nccl
+               HINTS "${CUDA_TOOLKIT_ROOT_DIR}/lib64" "${CUDA_TOOLKIT_ROOT_DIR}/lib"
+                     "$ENV{NCCL_DIR}/lib" "$ENV{NCCL_DIR}/lib64")
+  if(NOT NCCL_INCLUDE_DIR OR NOT NCCL_LIBRARIES)
+    message(FATAL_ERROR "CAFFE_NPAIR_CUDA=ON builds multi-GPU training with NCCL, but no "
+                        "nccl.h and libnccl were found in ${CUDA_TOOLKIT_ROOT_DIR}, $NCCL_DIR "
+                        "or the system's paths: install NCCL (Debian: libnccl-dev), set "
+                        "NCCL_DIR to where it is, or pass -DCAFFE_NPAIR_NCCL=OFF for a "
+                        "single-GPU build")
+  endif()
+  set(USE_NCCL ON CACHE BOOL "" FORCE)
+  message(STATUS "caffe-npair: NCCL ${NCCL_LIBRARIES} (multi-GPU training)")
+else()
+  set(USE_NCCL OFF CACHE BOOL "" FORCE)
+endif()

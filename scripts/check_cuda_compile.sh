@@ -3,14 +3,21 @@
 # against the Caffe tree that a (CPU) build has overlaid, without CPU_ONLY:
 #   - our src/**/*.cu, to machine code for each architecture (ptxas included);
 #   - the Caffe files our CUDA 13 patches touch (common.cpp, math_functions.cu);
-#   - our gtests as the CUDA build sees them (GPU typed tests, agreement tests).
+#   - our layers' .cpp files and our gtests as the CUDA build sees them (GPU
+#     typed tests, agreement tests, NPairImageData's GPU prefetch);
+#   - what USE_NCCL (on in the CUDA build) switches on: Caffe's NCCL solver
+#     driver (parallel.cpp), the caffe tool's `train -gpu all`, pycaffe's NCCL,
+#     against the nccl.h the CUDA build uses.
 # Nothing is linked or run. The full CUDA build is CAFFE_NPAIR_CUDA=ON (README).
 #
 #   bash scripts/check_cuda_compile.sh [BUILD_DIR]    (default: build)
 #   NVCC=/path/to/nvcc                 the compiler (default: nvcc on PATH, else
 #                                      /usr/local/cuda/bin/nvcc)
 #   CAFFE_NPAIR_CUDA_ARCH="80 90"      compute capabilities to compile for
-# Skips, saying so, when no nvcc is found; fails when a file does not compile.
+#   NCCL_DIR=/path/to/nccl             where nccl.h is, if not in the toolkit,
+#                                      /usr/include or /usr/local/include
+# Skips, saying so, when no nvcc is found; fails when a file does not compile
+# or there is no nccl.h (the CUDA build needs it unless CAFFE_NPAIR_NCCL=OFF).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,9 +73,30 @@ check "caffe-src/src/caffe/util/math_functions.cu (patch 12)" "$nvcc" "${common[
   -o "$out/math_functions.o"
 check "caffe-src/src/caffe/common.cpp (patch 10)" \
   c++ "${common[@]}" -fsyntax-only "$caffe_src/src/caffe/common.cpp"
-for f in $(find src -path '*/test/test_*.cpp' | sort); do
+for f in $(find src -name '*.cpp' -not -path '*/test/*' | sort) \
+         $(find src -path '*/test/test_*.cpp' | sort); do
   check "$f (GPU build)" c++ "${common[@]}" -fsyntax-only "$f"
 done
+
+nccl_include=""
+for dir in "$cuda_home/include" ${NCCL_DIR:+"$NCCL_DIR/include"} /usr/include /usr/local/include; do
+  if [[ -f "$dir/nccl.h" ]]; then nccl_include="$dir"; break; fi
+done
+if [[ -z "$nccl_include" ]]; then
+  echo "  FAIL  no nccl.h in $cuda_home/include${NCCL_DIR:+, $NCCL_DIR/include}," \
+       "/usr/include or /usr/local/include (set NCCL_DIR)"
+  failed=1
+else
+  nccl=(-DUSE_NCCL -isystem "$nccl_include")
+  for f in src/caffe/parallel.cpp tools/caffe.cpp; do
+    check "caffe-src/$f (USE_NCCL)" c++ "${common[@]}" "${nccl[@]}" -fsyntax-only "$caffe_src/$f"
+  done
+  pycaffe_flags="$build_dir/caffe/python/CMakeFiles/pycaffe.dir/flags.make"
+  py_includes=$(sed -n 's/^CXX_INCLUDES = //p' "$pycaffe_flags")
+  # shellcheck disable=SC2086
+  check "caffe-src/python/caffe/_caffe.cpp (USE_NCCL)" c++ "${common[@]}" "${nccl[@]}" \
+    $py_includes -fsyntax-only "$caffe_src/python/caffe/_caffe.cpp"
+fi
 
 if ((failed)); then
   echo "check_cuda_compile: FAILED" >&2
