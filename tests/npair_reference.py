@@ -1,7 +1,7 @@
 """Brute-force float64 reference for NPairMultiClassLoss.
 
-Written from the layer contract (shared/spec/npair_layer_spec.md, sections 3 to 5) in
-plain loops over queries and pairs, to be read side by side with it and with the paper
+Written from the layer contract (docs/layer_contract.md §3 to §5) in plain loops over
+queries and pairs, to be read side by side with it and with the paper
 (Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss Objective").
 Slow on purpose: O(N^2 D) Python loops and a sort per list, for small test batches.
 It imports none of the project's layer code, so the layers can be judged against it.
@@ -72,23 +72,37 @@ def as_labels(labels):
     return np.asarray(labels).reshape(-1).tolist()
 
 
+def total(values):
+    """The sum, correctly rounded when every term is finite; otherwise as IEEE arithmetic
+    has it (inf, or NaN), where math.fsum would raise on inf + -inf."""
+    values = list(values)
+    return math.fsum(values) if all(map(math.isfinite, values)) else sum(values)
+
+
 def similarity(rows):
     """S_ij = x_i . x_j, correctly rounded."""
-    return [[math.fsum(a * b for a, b in zip(xi, xj)) for xj in rows] for xi in rows]
+    return [[total(a * b for a, b in zip(xi, xj)) for xj in rows] for xi in rows]
 
 
 def positives(labels, i):
-    """P(i): the other samples with i's label."""
+    """P(i): the other samples with i's label. A NaN label equals no label, so a sample
+    labelled NaN has none."""
     return [j for j in range(len(labels)) if j != i and labels[j] == labels[i]]
 
 
 def negatives(labels, i):
-    """N(i): the samples with another label."""
-    return [j for j in range(len(labels)) if labels[j] != labels[i]]
+    """N(i): the other samples with another label. A sample labelled NaN is every other
+    sample's negative, but never its own."""
+    return [j for j in range(len(labels)) if j != i and labels[j] != labels[i]]
+
+
+def finite_row(S, i):
+    """Whether every similarity of query i's row, S_ii included, is finite."""
+    return all(math.isfinite(v) for v in S[i])
 
 
 def relative_position(n, sn):
-    """pos(n, sn): the index into an ascending list of n similarities (spec section 3)."""
+    """pos(n, sn): the index into an ascending list of n similarities (§3)."""
     sn = f32(sn)
     if sn >= 0:                         # -0.0 too
         p = n - 1 - float(math.floor(sn))
@@ -163,13 +177,16 @@ def selection(S, labels, params):
 
 
 def logsumexp(values):
-    """log sum exp, shifted by the maximum."""
+    """log sum exp of finite values, shifted by their maximum."""
     top = max(values)
     return top + math.log(math.fsum(math.exp(v - top) for v in values))
 
 
 def query_loss(S, i, kept_pos, kept_neg):
-    """l_i = log sum over P^(i) u N^(i) - log sum over P^(i); 0 when P^(i) is empty."""
+    """l_i = log sum over P^(i) u N^(i) - log sum over P^(i); 0 when P^(i) is empty;
+    NaN, whatever was kept, when row i of S is not all finite."""
+    if not finite_row(S, i):
+        return math.nan
     if not kept_pos:
         return 0.0
     kept = kept_pos + kept_neg
@@ -177,10 +194,14 @@ def query_loss(S, i, kept_pos, kept_neg):
 
 
 def pair_gradient(S, labels, kept_pos, kept_neg, g):
-    """G_ij = (g / N)(w_ij - w+_ij) over kept pairs, 0 elsewhere and on rows without P^."""
+    """G_ij = (g / N)(w_ij - w+_ij) over kept pairs, 0 elsewhere and on rows without P^;
+    NaN over the whole row where row i of S is not all finite."""
     N = len(labels)
     G = [[0.0] * N for _ in range(N)]
     for i in range(N):
+        if not finite_row(S, i):
+            G[i] = [math.nan] * N
+            continue
         if not kept_pos[i]:
             continue
         kept = kept_pos[i] + kept_neg[i]
@@ -196,13 +217,15 @@ def pair_gradient(S, labels, kept_pos, kept_neg, g):
 def feature_gradient(rows, G):
     """(G + G^T) X: row a gets sum_j (G_aj + G_ja) x_j."""
     N, D = len(rows), len(rows[0]) if rows else 0
-    return [[math.fsum((G[a][j] + G[j][a]) * rows[j][k] for j in range(N)) for k in range(D)]
+    return [[total((G[a][j] + G[j][a]) * rows[j][k] for j in range(N)) for k in range(D)]
             for a in range(N)]
 
 
 def recall_at_k(S, labels, K):
     """Hits among eligible queries (P(i) not empty): fewer than K negatives score at
-    least as high as the best positive. 0 when no query is eligible."""
+    least as high as the best positive. 0 when no query is eligible. Where a row holds a
+    NaN, the contract leaves its hit to what an implementation computes (here: Python's
+    max and >=), and the tests compare no such row."""
     eligible = [i for i in range(len(labels)) if positives(labels, i)]
     hits = 0
     for i in eligible:
@@ -214,7 +237,7 @@ def recall_at_k(S, labels, K):
 
 def feature_asum(rows):
     """(1/N) sum |X|."""
-    return math.fsum(abs(v) for row in rows for v in row) / len(rows)
+    return total(abs(v) for row in rows for v in row) / len(rows)
 
 
 def evaluate(X, labels, params=Params(), g=1.0):
@@ -234,7 +257,7 @@ def evaluate(X, labels, params=Params(), g=1.0):
 
 
 def top_values(result, ntop):
-    """The values of the layer's ntop tops (spec section 2): loss, R@1, R@5, R@10, asum."""
+    """The values of the layer's ntop tops (§2): loss, R@1, R@5, R@10, asum."""
     if ntop == 1:
         return [result.loss]
     recalls = [result.recall[K] for K in RECALL_KS[:ntop - 2]]
