@@ -137,7 +137,7 @@ def test_gradcheck_skips_a_step_that_changes_the_selection(make_net):
 
 
 class HalfGradientLayer(npair_layer.NPairMultiClassLossLayer):
-    """The original multi-GPU code's defect (spec section 6): half the gradient."""
+    """The original multi-GPU code's defect (docs/layer_contract.md §6): half the gradient."""
 
     def backward(self, top, propagate_down, bottom):
         super().backward(top, propagate_down, bottom)
