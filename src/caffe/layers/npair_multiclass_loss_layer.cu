@@ -117,7 +117,8 @@ __global__ void AddTranspose(const int num, const Dtype* w, Dtype* sum) {
 /// One block per query i. Writes the absolute thresholds of row i where asked
 /// (t+ = most similar negative, -inf if none; t- = least similar positive,
 /// +inf if none) and, for Recall@K, ahead[i] = the number of negatives at
-/// least as similar as the best positive (-1: no positive, not eligible).
+/// least as similar as the best positive (-1: not eligible, no positive).
+/// j == i is neither: a NaN label equals no label, its own included.
 template <typename Dtype>
 __global__ void RowExtremes(const int num, const Dtype* sim,
     const Dtype* labels, const bool want_pos_threshold,
@@ -151,10 +152,12 @@ __global__ void RowExtremes(const int num, const Dtype* sim,
   int count = 0;
   for (int j = threadIdx.x; j < num; j += kThreads) {
     // A negative tied with the best positive ranks ahead of it.
-    if (labels[j] != label && s[j] >= pos_max) { ++count; }
+    if (j != i && labels[j] != label && s[j] >= pos_max) { ++count; }
   }
   count = BlockAllReduce(count, SumOp());
-  if (threadIdx.x == 0) { ahead[i] = num_pos > 0 ? count : -1; }
+  if (threadIdx.x == 0) {
+    ahead[i] = NPairRecallEligible(num_pos) ? count : -1;
+  }
 }
 
 /// GLOBAL HARD / EASY: every threshold[i] becomes the max (or min) of all.
@@ -373,7 +376,11 @@ __device__ inline bool Kept(const Dtype s, const bool positive,
 }
 
 /// One block per query i, as LossAndPairWeights_cpu's row: row_loss[i] = l_i
-/// and row i of weight = (w_ij - w+_ij) on mined pairs, 0 elsewhere.
+/// and row i of weight = G_i. / (g / N), by the one log-sum-exp recipe of
+/// npair_selection.hpp: each kept pair's exponential, shifted by
+/// NPairExpShift, is stored in the row, summed by kind, and scaled by the
+/// factors of NPairRowTermsOf. A row without a kept positive is 0, a row
+/// with a non-finite S_ij (S_ii included) NaN, for every mining.
 template <typename Dtype>
 __global__ void RowLossAndWeights(const int num, const Dtype* sim,
     const Dtype* labels, const Dtype* pos_threshold,
@@ -385,10 +392,12 @@ __global__ void RowLossAndWeights(const int num, const Dtype* sim,
   Dtype* w = weight + static_cast<size_t>(i) * num;
   const Dtype label = labels[i];
   const double t_pos = pos_threshold[i], t_neg = neg_threshold[i];
-  // Each log-sum-exp is shifted by the maximum over its own set.
-  double max_all = -HUGE_VAL, max_pos = -HUGE_VAL;
+  // The shifts, and whether the row is finite: s - s is 0 for a finite s and
+  // NaN for an infinite or NaN one, and a NaN survives the block's sum.
+  double max_all = -HUGE_VAL, max_pos = -HUGE_VAL, non_finite = 0;
   int num_pos = 0;
   for (int j = threadIdx.x; j < num; j += kThreads) {
+    non_finite += static_cast<double>(s[j]) - s[j];
     const bool positive = labels[j] == label;
     if (j != i && Kept(s[j], positive, ap_method, an_method, t_pos, t_neg,
                        margin_ident, margin_diff)) {
@@ -399,36 +408,44 @@ __global__ void RowLossAndWeights(const int num, const Dtype* sim,
       }
     }
   }
+  non_finite = BlockAllReduce(non_finite, SumOp());
   num_pos = BlockAllReduce(num_pos, SumOp());
-  if (num_pos == 0) {  // l_i = 0 and row i of G is 0.
-    for (int j = threadIdx.x; j < num; j += kThreads) { w[j] = 0; }
-    if (threadIdx.x == 0) { row_loss[i] = 0; }
-    return;
-  }
   max_all = BlockAllReduce(max_all, MaxOp());
   max_pos = BlockAllReduce(max_pos, MaxOp());
-  double sum_all = 0, sum_pos = 0;
-  for (int j = threadIdx.x; j < num; j += kThreads) {
-    const bool positive = labels[j] == label;
-    if (j != i && Kept(s[j], positive, ap_method, an_method, t_pos, t_neg,
-                       margin_ident, margin_diff)) {
-      sum_all += exp(s[j] - max_all);
-      if (positive) { sum_pos += exp(s[j] - max_pos); }
+  const bool finite = non_finite == 0;
+  const bool terms_to_sum = finite && num_pos > 0;  // the same for the block
+  // One exponential per kept pair, into the row; 0 for the pairs dropped.
+  double sum_neg = 0, sum_pos = 0;
+  if (terms_to_sum) {
+    for (int j = threadIdx.x; j < num; j += kThreads) {
+      const bool positive = labels[j] == label;
+      double e = 0;
+      if (j != i && Kept(s[j], positive, ap_method, an_method, t_pos, t_neg,
+                         margin_ident, margin_diff)) {
+        e = exp(s[j] - NPairExpShift(positive, max_all, max_pos));
+        if (positive) {
+          sum_pos += e;
+        } else {
+          sum_neg += e;
+        }
+      }
+      w[j] = e;
     }
+    sum_neg = BlockAllReduce(sum_neg, SumOp());
+    sum_pos = BlockAllReduce(sum_pos, SumOp());
   }
-  sum_all = BlockAllReduce(sum_all, SumOp());
-  sum_pos = BlockAllReduce(sum_pos, SumOp());
-  const double lse_all = max_all + log(sum_all);
-  const double lse_pos = max_pos + log(sum_pos);
-  if (threadIdx.x == 0) { row_loss[i] = lse_all - lse_pos; }
+  const NPairRowTerms terms = NPairRowTermsOf(finite, num_pos > 0, max_all,
+      max_pos, sum_neg, sum_pos);
+  if (threadIdx.x == 0) { row_loss[i] = terms.loss; }
+  // Each thread rescales the entries it wrote; a row with nothing to sum
+  // is terms' 0 or NaN throughout.
   for (int j = threadIdx.x; j < num; j += kThreads) {
-    const bool positive = labels[j] == label;
-    double v = 0;
-    if (j != i && Kept(s[j], positive, ap_method, an_method, t_pos, t_neg,
-                       margin_ident, margin_diff)) {
-      v = exp(s[j] - lse_all) - (positive ? exp(s[j] - lse_pos) : 0.0);
+    if (terms_to_sum) {
+      const bool positive = j != i && labels[j] == label;
+      w[j] *= positive ? terms.pos_scale : terms.neg_scale;
+    } else {
+      w[j] = terms.neg_scale;
     }
-    w[j] = v;
   }
 }
 
