@@ -11,16 +11,16 @@
 // Thresholds on the device:
 //  - HARD / EASY: one block per query reduces its row (max of the negatives,
 //    min of the positives); GLOBAL then reduces those N values in one block.
-//  - RELATIVE_*: an order statistic, found by radix select instead of a sort:
-//    similarities map to unsigned keys with the same order, and one 8-bit digit
-//    is fixed per pass from a 256-bin histogram of the keys that match the
-//    digits fixed so far (4 passes for float, 8 for double). LOCAL runs the
-//    passes inside one block per row; GLOBAL merges the rows' histograms in
-//    global memory and picks each digit in a one-thread kernel, so the list of
-//    N (N - 1) pairs is never built, sorted or copied.
+//  - RELATIVE_*: an order statistic, found by radix select instead of a sort
+//    (caffe/util/npair_radix_select.hpp): similarities map to unsigned keys
+//    with the same order, and one 8-bit digit is fixed per pass from a 256-bin
+//    histogram of the keys that match the digits fixed so far (4 passes for
+//    float, 8 for double). LOCAL runs the passes inside one block per row;
+//    GLOBAL merges the rows' histograms in global memory and picks each digit
+//    in a one-thread kernel, so the list of N (N - 1) pairs is never built,
+//    sorted or copied.
 
 #include <math.h>
-#include <string.h>
 
 #include <algorithm>
 #include <vector>
@@ -29,6 +29,7 @@
 
 #include "caffe/layers/npair_multiclass_loss_layer.hpp"
 #include "caffe/util/math_functions.hpp"
+#include "caffe/util/npair_radix_select.hpp"
 
 namespace caffe {
 
@@ -175,40 +176,6 @@ __global__ void BatchExtreme(const int num, const bool take_max,
 
 // ---- RELATIVE_* thresholds: radix select ------------------------------------
 
-/// Unsigned keys ordered as the similarities are (for non-NaN values): the
-/// sign bit flipped for positives, every bit for negatives.
-template <typename Dtype> struct RadixKey;
-template <> struct RadixKey<float> {
-  typedef unsigned int Key;
-  static const int kBits = 32;
-  static __host__ __device__ Key Of(const float v) {
-    Key u;
-    memcpy(&u, &v, sizeof(u));  // NOLINT(caffe/alt_fn)
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  }
-  static __host__ __device__ float Value(const Key k) {
-    const Key u = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
-    float v;
-    memcpy(&v, &u, sizeof(v));  // NOLINT(caffe/alt_fn)
-    return v;
-  }
-};
-template <> struct RadixKey<double> {
-  typedef unsigned long long Key;  // NOLINT(runtime/int)
-  static const int kBits = 64;
-  static __host__ __device__ Key Of(const double v) {
-    Key u;
-    memcpy(&u, &v, sizeof(u));  // NOLINT(caffe/alt_fn)
-    return (u >> 63) ? ~u : (u | (1ull << 63));
-  }
-  static __host__ __device__ double Value(const Key k) {
-    const Key u = (k >> 63) ? (k & ~(1ull << 63)) : ~k;
-    double v;
-    memcpy(&v, &u, sizeof(v));  // NOLINT(caffe/alt_fn)
-    return v;
-  }
-};
-
 /// Where a select stands: the digits fixed so far (prefix under mask), the
 /// rank still sought among the keys that match them, and whether the list
 /// was empty. For GLOBAL it lives in device memory with the merged histogram.
@@ -235,9 +202,9 @@ __device__ inline void HistogramAdd(unsigned int* hist, const int bin) {
 template <typename Dtype>
 __device__ void RowHistogram(const int num, const int i, const Dtype* sim,
     const Dtype* labels, const bool same_label, const int shift,
-    const typename RadixKey<Dtype>::Key prefix,
-    const typename RadixKey<Dtype>::Key mask, unsigned int* hist) {
-  typedef typename RadixKey<Dtype>::Key Key;
+    const typename NPairRadixKey<Dtype>::Key prefix,
+    const typename NPairRadixKey<Dtype>::Key mask, unsigned int* hist) {
+  typedef typename NPairRadixKey<Dtype>::Key Key;
   const Dtype* s = sim + static_cast<size_t>(i) * num;
   const Dtype label = labels[i];
   // The loop bound is the same for every lane, as HistogramAdd needs.
@@ -245,7 +212,7 @@ __device__ void RowHistogram(const int num, const int i, const Dtype* sim,
     const int j = base + threadIdx.x;
     int bin = 256;
     if (j < num && j != i && (labels[j] == label) == same_label) {
-      const Key key = RadixKey<Dtype>::Of(s[j]);
+      const Key key = NPairRadixKey<Dtype>::Of(s[j]);
       if ((key & mask) == prefix) {
         bin = static_cast<int>((key >> shift) & 255);
       }
@@ -254,43 +221,13 @@ __device__ void RowHistogram(const int num, const int i, const Dtype* sim,
   }
 }
 
-/// Fixes the digit at `shift`: the bin holding the sought rank. On the first
-/// pass the list's length n is the histogram's total and the rank is
-/// NPairRelativePosition(n, sn); an empty list ends the select.
-template <typename Count, typename Key>
-__host__ __device__ void PickDigit(const Count* hist, const int shift,
-    const bool first, const float sn, Key* prefix, Key* mask,
-    long long* rank, int* empty) {  // NOLINT(runtime/int)
-  if (first) {
-    long long n = 0;  // NOLINT(runtime/int)
-    for (int b = 0; b < 256; ++b) { n += hist[b]; }
-    if (n == 0) {
-      *empty = 1;
-      return;
-    }
-    *rank = NPairRelativePosition(static_cast<int>(n), sn);
-  }
-  long long below = 0;  // NOLINT(runtime/int)
-  int digit = 255;
-  for (int b = 0; b < 256; ++b) {
-    if (below + static_cast<long long>(hist[b]) > *rank) {  // NOLINT
-      digit = b;
-      break;
-    }
-    below += hist[b];
-  }
-  *rank -= below;
-  *prefix |= static_cast<Key>(digit) << shift;
-  *mask |= static_cast<Key>(255) << shift;
-}
-
 /// LOCAL RELATIVE_*: one block per query selects its threshold from its own
 /// row; empty_value (+-inf, as on the CPU) where the row has no such pair.
 template <typename Dtype>
 __global__ void RowRadixSelect(const int num, const Dtype* sim,
     const Dtype* labels, const bool same_label, const float sn,
     const Dtype empty_value, Dtype* threshold) {
-  typedef typename RadixKey<Dtype>::Key Key;
+  typedef typename NPairRadixKey<Dtype>::Key Key;
   __shared__ unsigned int hist[256];
   __shared__ Key prefix, mask;
   __shared__ long long rank;  // NOLINT(runtime/int)
@@ -300,22 +237,22 @@ __global__ void RowRadixSelect(const int num, const Dtype* sim,
     mask = 0;
     empty = 0;
   }
-  for (int shift = RadixKey<Dtype>::kBits - 8; shift >= 0; shift -= 8) {
+  for (int shift = NPairRadixKey<Dtype>::kBits - 8; shift >= 0; shift -= 8) {
     for (int b = threadIdx.x; b < 256; b += kThreads) { hist[b] = 0; }
     __syncthreads();
     RowHistogram(num, blockIdx.x, sim, labels, same_label, shift, prefix, mask,
                  hist);
     __syncthreads();
     if (threadIdx.x == 0) {
-      PickDigit(hist, shift, shift == RadixKey<Dtype>::kBits - 8, sn, &prefix,
-                &mask, &rank, &empty);
+      NPairPickDigit(hist, shift, shift == NPairRadixKey<Dtype>::kBits - 8, sn,
+                     &prefix, &mask, &rank, &empty);
     }
     __syncthreads();
     if (empty) { break; }
   }
   if (threadIdx.x == 0) {
     threshold[blockIdx.x] =
-        empty ? empty_value : RadixKey<Dtype>::Value(prefix);
+        empty ? empty_value : NPairRadixKey<Dtype>::Value(prefix);
   }
 }
 
@@ -325,7 +262,7 @@ template <typename Dtype>
 __global__ void BatchHistogram(const int num, const Dtype* sim,
     const Dtype* labels, const bool same_label, const int shift,
     RadixState* state) {
-  typedef typename RadixKey<Dtype>::Key Key;
+  typedef typename NPairRadixKey<Dtype>::Key Key;
   __shared__ unsigned int hist[256];
   for (int b = threadIdx.x; b < 256; b += kThreads) { hist[b] = 0; }
   __syncthreads();
@@ -347,8 +284,8 @@ __global__ void BatchHistogram(const int num, const Dtype* sim,
 __global__ void BatchPickDigit(const int shift, const bool first,
     const float sn, RadixState* state) {
   if (!state->empty) {
-    PickDigit(state->hist, shift, first, sn, &state->prefix, &state->mask,
-              &state->rank, &state->empty);
+    NPairPickDigit(state->hist, shift, first, sn, &state->prefix,
+                   &state->mask, &state->rank, &state->empty);
   }
   for (int b = 0; b < 256; ++b) { state->hist[b] = 0; }
 }
@@ -356,9 +293,9 @@ __global__ void BatchPickDigit(const int shift, const bool first,
 template <typename Dtype>
 __global__ void BatchBroadcast(const int num, const RadixState* state,
     const Dtype empty_value, Dtype* threshold) {
-  typedef typename RadixKey<Dtype>::Key Key;
+  typedef typename NPairRadixKey<Dtype>::Key Key;
   const Dtype v = state->empty ? empty_value :
-      RadixKey<Dtype>::Value(static_cast<Key>(state->prefix));
+      NPairRadixKey<Dtype>::Value(static_cast<Key>(state->prefix));
   CUDA_KERNEL_LOOP(i, num) { threshold[i] = v; }
 }
 
@@ -521,7 +458,7 @@ void RelativeThresholds_gpu(const int num, const Dtype* sim,
     return;
   }
   caffe_gpu_memset(sizeof(RadixState), 0, state);
-  const int top_shift = RadixKey<Dtype>::kBits - 8;
+  const int top_shift = NPairRadixKey<Dtype>::kBits - 8;
   for (int shift = top_shift; shift >= 0; shift -= 8) {
     // NOLINT_NEXT_LINE(whitespace/operators)
     BatchHistogram<Dtype><<<num, kThreads>>>(num, sim, labels, same_label,
