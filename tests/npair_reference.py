@@ -55,6 +55,8 @@ class Result(NamedTuple):
     grad: np.ndarray        # d(g * loss)/dX, N x D float64
     kept_positives: list    # kept_positives[i]: the j of P^(i), ascending
     kept_negatives: list    # kept_negatives[i]: the j of N^(i), ascending
+    w: np.ndarray           # w_ij and w+_ij (N x N, float64): G = (g / N)(w - w_pos)
+    w_pos: np.ndarray
 
 
 def f32(value):
@@ -193,25 +195,31 @@ def query_loss(S, i, kept_pos, kept_neg):
     return logsumexp([S[i][j] for j in kept]) - logsumexp([S[i][j] for j in kept_pos])
 
 
-def pair_gradient(S, labels, kept_pos, kept_neg, g):
-    """G_ij = (g / N)(w_ij - w+_ij) over kept pairs, 0 elsewhere and on rows without P^;
-    NaN over the whole row where row i of S is not all finite."""
-    N = len(labels)
-    G = [[0.0] * N for _ in range(N)]
+def pair_weights(S, kept_pos, kept_neg):
+    """(w, w+): the softmax of each query row over its kept pairs, and over its kept
+    positives (0 off them); both rows 0 without a kept positive (l_i is then a constant),
+    NaN where row i of S is not all finite."""
+    N = len(S)
+    w, w_pos = [[0.0] * N for _ in range(N)], [[0.0] * N for _ in range(N)]
     for i in range(N):
         if not finite_row(S, i):
-            G[i] = [math.nan] * N
+            w[i], w_pos[i] = [math.nan] * N, [math.nan] * N
             continue
         if not kept_pos[i]:
             continue
-        kept = kept_pos[i] + kept_neg[i]
-        lse_all = logsumexp([S[i][j] for j in kept])
+        lse_all = logsumexp([S[i][j] for j in kept_pos[i] + kept_neg[i]])
         lse_pos = logsumexp([S[i][j] for j in kept_pos[i]])
-        for j in kept:
-            w = math.exp(S[i][j] - lse_all)
-            w_pos = math.exp(S[i][j] - lse_pos) if j in kept_pos[i] else 0.0
-            G[i][j] = g / N * (w - w_pos)
-    return G
+        for j in kept_pos[i] + kept_neg[i]:
+            w[i][j] = math.exp(S[i][j] - lse_all)
+        for j in kept_pos[i]:
+            w_pos[i][j] = math.exp(S[i][j] - lse_pos)
+    return w, w_pos
+
+
+def pair_gradient(w, w_pos, g):
+    """G_ij = (g / N)(w_ij - w+_ij)."""
+    N = len(w)
+    return [[g / N * (a - b) for a, b in zip(w[i], w_pos[i])] for i in range(N)]
 
 
 def feature_gradient(rows, G):
@@ -247,13 +255,16 @@ def evaluate(X, labels, params=Params(), g=1.0):
     assert len(labels) == N, 'one label per sample'
     S = similarity(rows)
     kept_pos, kept_neg = selection(S, labels, params)
-    loss = math.fsum(query_loss(S, i, kept_pos[i], kept_neg[i]) for i in range(N)) / N
-    G = pair_gradient(S, labels, kept_pos, kept_neg, g)
-    grad = np.array(feature_gradient(rows, G), dtype=np.float64).reshape(N, -1)
+    loss = total(query_loss(S, i, kept_pos[i], kept_neg[i]) for i in range(N)) / N
+    w, w_pos = pair_weights(S, kept_pos, kept_neg)
+    grad = np.array(feature_gradient(rows, pair_gradient(w, w_pos, g)),
+                    dtype=np.float64).reshape(N, -1)
     return Result(loss=loss,
                   recall={K: recall_at_k(S, labels, K) for K in RECALL_KS},
                   asum=feature_asum(rows), grad=grad,
-                  kept_positives=kept_pos, kept_negatives=kept_neg)
+                  kept_positives=kept_pos, kept_negatives=kept_neg,
+                  w=np.array(w, dtype=np.float64).reshape(N, N),
+                  w_pos=np.array(w_pos, dtype=np.float64).reshape(N, N))
 
 
 def top_values(result, ntop):
@@ -264,16 +275,17 @@ def top_values(result, ntop):
     return [result.loss] + recalls + [result.asum]
 
 
-def boundary_gap(X, labels, params):
+def boundary_gap(X, labels, params, S=None):
     """How far the batch is from changing its selection: the smallest |S_ij - (t + m)|
     over the pairs that a mined (non-RAND) rule compares.
 
     A pair whose similarity is the threshold itself (the list element that a RELATIVE_*
     rule picks, or its mirror (j, i)) compared with margin 0 is not counted: it is kept
     or dropped by the rule's own equality, at any precision, as long as S is symmetric.
+    S, if given, is similarity(as_rows(X)).
     """
-    rows, labels = as_rows(X), as_labels(labels)
-    S = similarity(rows)
+    labels = as_labels(labels)
+    S = similarity(as_rows(X)) if S is None else S
     b_pos, b_neg = bounds(S, labels, params)
     gap = math.inf
     for members, b, method, margin in (
@@ -291,11 +303,11 @@ def boundary_gap(X, labels, params):
     return gap
 
 
-def recall_gap(X, labels):
+def recall_gap(X, labels, S=None):
     """The smallest |S_im - s*_i| between a query's best positive and its negatives
-    (how far Recall@K is from a tie)."""
-    rows, labels = as_rows(X), as_labels(labels)
-    S = similarity(rows)
+    (how far Recall@K is from a tie). S, if given, is similarity(as_rows(X))."""
+    labels = as_labels(labels)
+    S = similarity(as_rows(X)) if S is None else S
     gap = math.inf
     for i in range(len(labels)):
         if positives(labels, i):
