@@ -32,7 +32,8 @@ def run_math(case, dtype=np.float32, ks=ref.RECALL_KS, g=1.0):
     return tops, grad
 
 
-def test_worked_example_of_the_spec():
+def test_worked_example_of_the_contract():
+    """docs/layer_contract.md §9."""
     X = np.array([[1, 0], [0.6, 0.8], [0, 1], [-0.6, 0.8]], np.float32)
     labels = np.array([0, 0, 1, 1], np.float32)
     expected = [0.800588, 0.5, 1.0, 1.0, 1.2]
@@ -180,7 +181,7 @@ def test_similarity_is_exactly_symmetric():
 @pytest.mark.parametrize('method', ref.METHODS)
 def test_exact_ties_follow_each_rules_comparison(method):
     """Row 0 has its positive and its negative both at S = 0.5, exactly, so every
-    threshold of row 0 equals both: < and <= (> and >=) must differ as in the spec."""
+    threshold of row 0 equals both: < and <= (> and >=) must differ as in the contract (§3)."""
     X = np.array([[1, 0], [0.5, 0.5], [0.5, -0.5]], np.float32)
     labels = np.array([0, 0, 1], np.float32)
     params = ref.Params(ap_mining_method=method, an_mining_method=method)

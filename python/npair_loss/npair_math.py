@@ -224,17 +224,18 @@ def threshold(S, pos, region, method, sn, kind, out=None):
     if kind == 'negative' and method.startswith('RELATIVE_'):
         values = _negatives(S, pos, xp.inf, out)
         return _order_statistic(values, n - 1 - pos.count, sn, local)
-    # The positives' own values, gathered: there are few of them.
+    # From the positives' own values, gathered: there are few of them. HARD, EASY, RAND
+    # negatives take the least similar, RELATIVE_* positives an order statistic.
     values = S.ravel()[pos.at]
-    if kind == 'negative':                          # HARD, EASY, RAND: the least similar
-        if local:
-            return _by_row(values, pos, xp.inf).min(axis=1, keepdims=True).astype(xp.float64)
-        least = values.min() if len(values) else xp.inf
-        return xp.full((1, 1), least, dtype=xp.float64)
     if local:
-        return _order_statistic(_by_row(values, pos, xp.inf), pos.count, sn, True)
+        values = _by_row(values, pos, xp.inf)
+        if kind == 'negative':
+            return values.min(axis=1, keepdims=True).astype(xp.float64)
+        return _order_statistic(values, pos.count, sn, True)
     if len(values) == 0:
         return xp.full((1, 1), xp.inf)
+    if kind == 'negative':
+        return values.min(keepdims=True).reshape(1, 1).astype(xp.float64)
     return _order_statistic(values[None, :], xp.asarray([len(values)]), sn, False)
 
 
