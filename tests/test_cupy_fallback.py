@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import npair_reference as ref
-from npair_loss import npair_math, params as npair_params
-from test_fallback_math import (MINUS_INF_POSITIVES, NAN_LABEL_CASES, nan_label_batch,
-                                one_non_finite_feature)
+from npair_loss import npair_math
+from test_fallback_math import (ALL_RULES, MINUS_INF_POSITIVES, NAN_LABEL_CASES,
+                                as_layer_params, nan_label_batch, one_non_finite_feature)
 
 
 def _cupy_on_a_gpu_machine():
@@ -36,15 +36,6 @@ def _cupy_on_a_gpu_machine():
 
 
 cp = _cupy_on_a_gpu_machine()
-
-ALL_RULES = list(itertools.product(ref.REGIONS, ref.METHODS))
-
-
-def as_layer_params(p):
-    """ref.Params -> the NPairParams the layer would parse (float32 values)."""
-    return npair_params.NPairParams(**{k: ref.f32(v) if isinstance(v, float) else v
-                                       for k, v in p._asdict().items()})
-
 
 def run(X, labels, params, xp, g=1.0):
     """Tops [loss, R@1, R@5, R@10, asum] and the gradient (NumPy), computed in xp."""
