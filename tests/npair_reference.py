@@ -1,7 +1,7 @@
 """Brute-force float64 reference for NPairMultiClassLoss.
 
-Written from the layer contract (shared/spec/npair_layer_spec.md, sections 3 to 5) in
-plain loops over queries and pairs, to be read side by side with it and with the paper
+Written from the layer contract (docs/layer_contract.md §3 to §5) in plain loops over
+queries and pairs, to be read side by side with it and with the paper
 (Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss Objective").
 Slow on purpose: O(N^2 D) Python loops and a sort per list, for small test batches.
 It imports none of the project's layer code, so the layers can be judged against it.
@@ -55,6 +55,8 @@ class Result(NamedTuple):
     grad: np.ndarray        # d(g * loss)/dX, N x D float64
     kept_positives: list    # kept_positives[i]: the j of P^(i), ascending
     kept_negatives: list    # kept_negatives[i]: the j of N^(i), ascending
+    w: np.ndarray           # w_ij and w+_ij (N x N, float64): G = (g / N)(w - w_pos)
+    w_pos: np.ndarray
 
 
 def f32(value):
@@ -72,23 +74,37 @@ def as_labels(labels):
     return np.asarray(labels).reshape(-1).tolist()
 
 
+def total(values):
+    """The sum, correctly rounded when every term is finite; otherwise as IEEE arithmetic
+    has it (inf, or NaN), where math.fsum would raise on inf + -inf."""
+    values = list(values)
+    return math.fsum(values) if all(map(math.isfinite, values)) else sum(values)
+
+
 def similarity(rows):
     """S_ij = x_i . x_j, correctly rounded."""
-    return [[math.fsum(a * b for a, b in zip(xi, xj)) for xj in rows] for xi in rows]
+    return [[total(a * b for a, b in zip(xi, xj)) for xj in rows] for xi in rows]
 
 
 def positives(labels, i):
-    """P(i): the other samples with i's label."""
+    """P(i): the other samples with i's label. A NaN label equals no label, so a sample
+    labelled NaN has none."""
     return [j for j in range(len(labels)) if j != i and labels[j] == labels[i]]
 
 
 def negatives(labels, i):
-    """N(i): the samples with another label."""
-    return [j for j in range(len(labels)) if labels[j] != labels[i]]
+    """N(i): the other samples with another label. A sample labelled NaN is every other
+    sample's negative, but never its own."""
+    return [j for j in range(len(labels)) if j != i and labels[j] != labels[i]]
+
+
+def finite_row(S, i):
+    """Whether every similarity of query i's row, S_ii included, is finite."""
+    return all(math.isfinite(v) for v in S[i])
 
 
 def relative_position(n, sn):
-    """pos(n, sn): the index into an ascending list of n similarities (spec section 3)."""
+    """pos(n, sn): the index into an ascending list of n similarities (§3)."""
     sn = f32(sn)
     if sn >= 0:                         # -0.0 too
         p = n - 1 - float(math.floor(sn))
@@ -163,46 +179,61 @@ def selection(S, labels, params):
 
 
 def logsumexp(values):
-    """log sum exp, shifted by the maximum."""
+    """log sum exp of finite values, shifted by their maximum."""
     top = max(values)
     return top + math.log(math.fsum(math.exp(v - top) for v in values))
 
 
 def query_loss(S, i, kept_pos, kept_neg):
-    """l_i = log sum over P^(i) u N^(i) - log sum over P^(i); 0 when P^(i) is empty."""
+    """l_i = log sum over P^(i) u N^(i) - log sum over P^(i); 0 when P^(i) is empty;
+    NaN, whatever was kept, when row i of S is not all finite."""
+    if not finite_row(S, i):
+        return math.nan
     if not kept_pos:
         return 0.0
     kept = kept_pos + kept_neg
     return logsumexp([S[i][j] for j in kept]) - logsumexp([S[i][j] for j in kept_pos])
 
 
-def pair_gradient(S, labels, kept_pos, kept_neg, g):
-    """G_ij = (g / N)(w_ij - w+_ij) over kept pairs, 0 elsewhere and on rows without P^."""
-    N = len(labels)
-    G = [[0.0] * N for _ in range(N)]
+def pair_weights(S, kept_pos, kept_neg):
+    """(w, w+): the softmax of each query row over its kept pairs, and over its kept
+    positives (0 off them); both rows 0 without a kept positive (l_i is then a constant),
+    NaN where row i of S is not all finite."""
+    N = len(S)
+    w, w_pos = [[0.0] * N for _ in range(N)], [[0.0] * N for _ in range(N)]
     for i in range(N):
+        if not finite_row(S, i):
+            w[i], w_pos[i] = [math.nan] * N, [math.nan] * N
+            continue
         if not kept_pos[i]:
             continue
-        kept = kept_pos[i] + kept_neg[i]
-        lse_all = logsumexp([S[i][j] for j in kept])
+        lse_all = logsumexp([S[i][j] for j in kept_pos[i] + kept_neg[i]])
         lse_pos = logsumexp([S[i][j] for j in kept_pos[i]])
-        for j in kept:
-            w = math.exp(S[i][j] - lse_all)
-            w_pos = math.exp(S[i][j] - lse_pos) if j in kept_pos[i] else 0.0
-            G[i][j] = g / N * (w - w_pos)
-    return G
+        for j in kept_pos[i] + kept_neg[i]:
+            w[i][j] = math.exp(S[i][j] - lse_all)
+        for j in kept_pos[i]:
+            w_pos[i][j] = math.exp(S[i][j] - lse_pos)
+    return w, w_pos
+
+
+def pair_gradient(w, w_pos, g):
+    """G_ij = (g / N)(w_ij - w+_ij)."""
+    N = len(w)
+    return [[g / N * (a - b) for a, b in zip(w[i], w_pos[i])] for i in range(N)]
 
 
 def feature_gradient(rows, G):
     """(G + G^T) X: row a gets sum_j (G_aj + G_ja) x_j."""
     N, D = len(rows), len(rows[0]) if rows else 0
-    return [[math.fsum((G[a][j] + G[j][a]) * rows[j][k] for j in range(N)) for k in range(D)]
+    return [[total((G[a][j] + G[j][a]) * rows[j][k] for j in range(N)) for k in range(D)]
             for a in range(N)]
 
 
 def recall_at_k(S, labels, K):
     """Hits among eligible queries (P(i) not empty): fewer than K negatives score at
-    least as high as the best positive. 0 when no query is eligible."""
+    least as high as the best positive. 0 when no query is eligible. Where a row holds a
+    NaN, the contract leaves its hit to what an implementation computes (here: Python's
+    max and >=), and the tests compare no such row."""
     eligible = [i for i in range(len(labels)) if positives(labels, i)]
     hits = 0
     for i in eligible:
@@ -214,7 +245,7 @@ def recall_at_k(S, labels, K):
 
 def feature_asum(rows):
     """(1/N) sum |X|."""
-    return math.fsum(abs(v) for row in rows for v in row) / len(rows)
+    return total(abs(v) for row in rows for v in row) / len(rows)
 
 
 def evaluate(X, labels, params=Params(), g=1.0):
@@ -224,33 +255,37 @@ def evaluate(X, labels, params=Params(), g=1.0):
     assert len(labels) == N, 'one label per sample'
     S = similarity(rows)
     kept_pos, kept_neg = selection(S, labels, params)
-    loss = math.fsum(query_loss(S, i, kept_pos[i], kept_neg[i]) for i in range(N)) / N
-    G = pair_gradient(S, labels, kept_pos, kept_neg, g)
-    grad = np.array(feature_gradient(rows, G), dtype=np.float64).reshape(N, -1)
+    loss = total(query_loss(S, i, kept_pos[i], kept_neg[i]) for i in range(N)) / N
+    w, w_pos = pair_weights(S, kept_pos, kept_neg)
+    grad = np.array(feature_gradient(rows, pair_gradient(w, w_pos, g)),
+                    dtype=np.float64).reshape(N, -1)
     return Result(loss=loss,
                   recall={K: recall_at_k(S, labels, K) for K in RECALL_KS},
                   asum=feature_asum(rows), grad=grad,
-                  kept_positives=kept_pos, kept_negatives=kept_neg)
+                  kept_positives=kept_pos, kept_negatives=kept_neg,
+                  w=np.array(w, dtype=np.float64).reshape(N, N),
+                  w_pos=np.array(w_pos, dtype=np.float64).reshape(N, N))
 
 
 def top_values(result, ntop):
-    """The values of the layer's ntop tops (spec section 2): loss, R@1, R@5, R@10, asum."""
+    """The values of the layer's ntop tops (§2): loss, R@1, R@5, R@10, asum."""
     if ntop == 1:
         return [result.loss]
     recalls = [result.recall[K] for K in RECALL_KS[:ntop - 2]]
     return [result.loss] + recalls + [result.asum]
 
 
-def boundary_gap(X, labels, params):
+def boundary_gap(X, labels, params, S=None):
     """How far the batch is from changing its selection: the smallest |S_ij - (t + m)|
     over the pairs that a mined (non-RAND) rule compares.
 
     A pair whose similarity is the threshold itself (the list element that a RELATIVE_*
     rule picks, or its mirror (j, i)) compared with margin 0 is not counted: it is kept
     or dropped by the rule's own equality, at any precision, as long as S is symmetric.
+    S, if given, is similarity(as_rows(X)).
     """
-    rows, labels = as_rows(X), as_labels(labels)
-    S = similarity(rows)
+    labels = as_labels(labels)
+    S = similarity(as_rows(X)) if S is None else S
     b_pos, b_neg = bounds(S, labels, params)
     gap = math.inf
     for members, b, method, margin in (
@@ -268,11 +303,11 @@ def boundary_gap(X, labels, params):
     return gap
 
 
-def recall_gap(X, labels):
+def recall_gap(X, labels, S=None):
     """The smallest |S_im - s*_i| between a query's best positive and its negatives
-    (how far Recall@K is from a tie)."""
-    rows, labels = as_rows(X), as_labels(labels)
-    S = similarity(rows)
+    (how far Recall@K is from a tie). S, if given, is similarity(as_rows(X))."""
+    labels = as_labels(labels)
+    S = similarity(as_rows(X)) if S is None else S
     gap = math.inf
     for i in range(len(labels)):
         if positives(labels, i):

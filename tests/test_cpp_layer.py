@@ -1,11 +1,16 @@
 """The C++ NPairMultiClassLoss and L2Normalize layers through pycaffe: the seed's usage
 block as written, outputs against the float64 reference, NetSpec, agreement with the Python
 fallback, and the usage block converted to the fallback."""
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import npair_reference as ref
+from conftest import Cases
+from test_fallback_math import (ALL_RULES, MINUS_INF_POSITIVES, NAN_LABEL_CASES,
+                                nan_label_batch, nan_positives_batch, one_non_finite_feature)
 
 caffe = pytest.importorskip('caffe', reason='pycaffe not importable: source build/env.sh')
 
@@ -281,3 +286,55 @@ def test_gradcheck_sees_the_cpp_selection(make_net):
     assert report.ok and (2, 0) in report.skipped, report
     with pytest.raises(ValueError, match='pass the NetParameter'):
         gradcheck.npair_layers(net)
+
+
+# --- NaN labels, non-finite values, Recall@K eligibility (docs/layer_contract.md §3) ---
+
+def run_batch(make_net, X, labels, params, ntop=5):
+    """The tops and the features' gradient of the C++ layer on one batch."""
+    text, tops = loss_net_text(len(X), X.shape[1], params, ntop)
+    net = make_net(text)
+    feed(net, Cases.of(X, labels, params))
+    return [float(net.blobs[t].data) for t in tops], net.blobs['feat'].diff.copy()
+
+
+@pytest.mark.parametrize('name', NAN_LABEL_CASES)
+def test_nan_labels_are_never_their_own_negative(name, make_net, assert_matches_reference):
+    params, loss = NAN_LABEL_CASES[name]
+    case = Cases.of(*nan_label_batch(), params)
+    tops, grad = run_batch(make_net, case.X, case.labels, params)
+    assert tops[0] == pytest.approx(loss, rel=1e-6, abs=1e-7)
+    assert_matches_reference(case, tops, grad)
+
+
+@pytest.mark.parametrize('value', [np.nan, np.inf, -np.inf, 'overflow'],
+                         ids=['nan', 'inf', '-inf', 'overflow'])
+def test_non_finite_similarities_make_the_loss_nan(value, make_net):
+    X, labels = one_non_finite_feature(value)
+    for ap, an in itertools.product(ALL_RULES, ALL_RULES):
+        params = ref.Params(ap_mining_region=ap[0], ap_mining_method=ap[1],
+                            an_mining_region=an[0], an_mining_method=an[1])
+        tops, grad = run_batch(make_net, X, labels, params)
+        assert np.isnan(tops[0]) and np.isnan(grad).any(), params
+        assert all(0 <= r <= 1 for r in tops[1:4]), params
+
+
+def test_rand_with_a_nan_feature(make_net):
+    """N = 3, D = 1, X = (1, 1, NaN), labels (0, 0, 1), every default: NaN, not a loss
+    of 0 over a NaN gradient."""
+    X = np.array([[1], [1], [np.nan]], np.float32)
+    tops, grad = run_batch(make_net, X, np.array([0, 0, 1], np.float32), ref.Params())
+    assert np.isnan(tops[0]) and np.isnan(grad).any()
+
+
+def test_recall_counts_queries_whose_positives_are_minus_inf(make_net):
+    X, labels, expected = MINUS_INF_POSITIVES
+    tops, _ = run_batch(make_net, X, labels, ref.Params())
+    assert tuple(tops[1:4]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_recall_counts_queries_whose_positives_are_nan(make_net):
+    X, labels, expected = nan_positives_batch()
+    tops, _ = run_batch(make_net, X, labels, ref.Params())
+    assert all(any(r == pytest.approx(a, rel=1e-6) for a in allowed)
+               for r, allowed in zip(tops[1:4], expected)), tops

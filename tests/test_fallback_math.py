@@ -32,7 +32,8 @@ def run_math(case, dtype=np.float32, ks=ref.RECALL_KS, g=1.0):
     return tops, grad
 
 
-def test_worked_example_of_the_spec():
+def test_worked_example_of_the_contract():
+    """docs/layer_contract.md §9."""
     X = np.array([[1, 0], [0.6, 0.8], [0, 1], [-0.6, 0.8]], np.float32)
     labels = np.array([0, 0, 1, 1], np.float32)
     expected = [0.800588, 0.5, 1.0, 1.0, 1.2]
@@ -180,7 +181,7 @@ def test_similarity_is_exactly_symmetric():
 @pytest.mark.parametrize('method', ref.METHODS)
 def test_exact_ties_follow_each_rules_comparison(method):
     """Row 0 has its positive and its negative both at S = 0.5, exactly, so every
-    threshold of row 0 equals both: < and <= (> and >=) must differ as in the spec."""
+    threshold of row 0 equals both: < and <= (> and >=) must differ as in the contract (§3)."""
     X = np.array([[1, 0], [0.5, 0.5], [0.5, -0.5]], np.float32)
     labels = np.array([0, 0, 1], np.float32)
     params = ref.Params(ap_mining_method=method, an_mining_method=method)
@@ -246,3 +247,128 @@ def test_missing_pb2_says_how_to_make_it(monkeypatch):
     monkeypatch.setitem(sys.modules, 'npair_loss_pb2', None)
     with pytest.raises(ImportError, match='protoc -I proto --python_out'):
         npair_params.parse_param_str('')
+
+
+# --- NaN labels, non-finite values, Recall@K eligibility (docs/layer_contract.md §3) ---
+
+S95 = ref.f32(0.95)
+
+
+def nan_label_batch():
+    """Two tight classes (positive similarity 0.95) beside two NaN-labelled samples, all
+    rows of norm 1: S_ii = 1 is the largest similarity of the batch, and S_ii of a
+    NaN-labelled sample would be its most similar 'negative' if j != i were forgotten.
+    Every true negative pair is at 0 (a class sample with a NaN one) or below (the two
+    classes point opposite ways), exactly, in float32 as in float64."""
+    c = math.sqrt(1 - S95 ** 2)
+    X = np.array([[1, 0, 0], [S95, c, 0], [-1, 0, 0], [-S95, -c, 0], [0, 0, 1], [0, 0, -1]],
+                 np.float32)
+    labels = np.array([0, 0, 1, 1, np.nan, np.nan], np.float32)
+    return X, labels
+
+
+# The two NaN-label batches with the loss the contract gives them. GLOBAL HARD positives:
+# t+ is the batch's most similar negative pair, 0, and no positive (0.95) lies below it.
+# GLOBAL RELATIVE_HARD negatives with diffsn 0: t- is the most similar negative pair, 0,
+# so each of the four class samples keeps its positive and the two NaN-labelled samples:
+# l_i = log(e^0.95 + 2 e^0) - 0.95, and the NaN-labelled rows, without a positive, add 0.
+NAN_LABEL_CASES = {
+    'global-hard-positives': (ref.Params(ap_mining_region='GLOBAL', ap_mining_method='HARD'),
+                              0.0),
+    'global-relative-hard-negatives': (
+        ref.Params(an_mining_region='GLOBAL', an_mining_method='RELATIVE_HARD', diffsn=0.0),
+        4 / 6 * math.log1p(2 * math.exp(-S95))),
+}
+
+
+@pytest.mark.parametrize('name', NAN_LABEL_CASES)
+def test_nan_labels_are_never_their_own_negative(name, npair_cases, assert_matches_reference):
+    params, loss = NAN_LABEL_CASES[name]
+    case = npair_cases.of(*nan_label_batch(), params)
+    result = case.reference()
+    assert result.loss == pytest.approx(loss, rel=1e-12, abs=1e-15)
+    tops, grad = run_math(case)
+    assert tops[0] == pytest.approx(loss, rel=1e-6, abs=1e-7)
+    assert_matches_reference(case, tops, grad)
+    if loss == 0:
+        assert not grad.any()
+
+
+def one_non_finite_feature(value, dtype=np.float32):
+    """A batch of three classes whose features hold one NaN or infinity, or ('overflow')
+    whose features are finite but one sample's similarities overflow float32."""
+    X = np.random.default_rng(13).normal(size=(6, 3))
+    labels = np.array([0, 0, 1, 1, 2, 2], np.float32)
+    if value == 'overflow':
+        X[4] *= 1e20
+    else:
+        X[4, 1] = value
+    return X.astype(dtype), labels
+
+
+@pytest.mark.parametrize('value', [np.nan, np.inf, -np.inf, 'overflow'],
+                         ids=['nan', 'inf', '-inf', 'overflow'])
+@pytest.mark.parametrize('ap', ALL_RULES, ids='-'.join)
+def test_non_finite_similarities_make_the_loss_nan(ap, value):
+    """A row of S that is not all finite gives l_i = NaN and a NaN row of weights, for
+    every mining: the loss is NaN and so is the gradient, never a finite loss over a NaN
+    gradient. The monitors stay what they compute: R@K in [0, 1]."""
+    X, labels = one_non_finite_feature(value)
+    for an in ALL_RULES:
+        params = ref.Params(ap_mining_region=ap[0], ap_mining_method=ap[1],
+                            an_mining_region=an[0], an_mining_method=an[1])
+        with np.errstate(all='ignore'):
+            out = npair_math.forward(X, labels, as_layer_params(params))
+            grad = npair_math.gradient(X, out.weights, 1.0)
+            S = X @ X.T
+        assert math.isnan(out.loss), params
+        rows = ~np.isfinite(S).all(axis=1)
+        assert rows.any() and np.isnan(out.weights[rows]).all(), params
+        assert np.isfinite(out.weights[~rows]).all(), params
+        assert np.isnan(grad).any(), params
+        assert all(0 <= r <= 1 for r in out.recall), params
+
+
+@pytest.mark.parametrize('value', [np.nan, np.inf, -np.inf], ids=['nan', 'inf', '-inf'])
+def test_reference_follows_the_non_finite_rule(value):
+    X, labels = one_non_finite_feature(value)
+    for ap, an in itertools.product(ALL_RULES, ALL_RULES):
+        params = ref.Params(ap_mining_region=ap[0], ap_mining_method=ap[1],
+                            an_mining_region=an[0], an_mining_method=an[1])
+        result = ref.evaluate(X, labels, params)
+        assert math.isnan(result.loss) and np.isnan(result.grad).all(), params
+
+
+# Recall@K counts a query whose every positive similarity is -inf, or NaN: it has a
+# positive. Rows a, b (label 0) of the first batch have S_ab = -1e60, -inf in float32,
+# and S = 0 with both negatives: 2 negatives ahead, a miss at K = 1 and a hit at K = 5;
+# rows c, d (label 1) are hits. So R@1 = 2/4 and R@5 = R@10 = 1, where leaving a and b
+# out would give 2/2.
+MINUS_INF_POSITIVES = (np.array([[1e30, 0], [-1e30, 0], [0, 1], [0, 0.5]], np.float32),
+                       np.array([0, 0, 1, 1], np.float32), (0.5, 1.0, 1.0))
+
+
+def nan_positives_batch():
+    """Row a (label 0) is all NaN, so a's and b's only positive similarity is NaN. Of the
+    three label-1 rows, c has the label-0 sample b ahead of its best positive (a miss at
+    K = 1), d and e have none. a is a hit at any K (no comparison with NaN holds); b is a
+    hit or a miss at K = 1 by how an implementation takes the maximum of {NaN}. So
+    R@1 is 3/5 or 4/5; counting only c, d and e as eligible would give 2/3."""
+    X = np.array([[np.nan, 0], [1, 0], [0.9, 0.1], [0, 1], [0, 0.9]], np.float32)
+    labels = np.array([0, 0, 1, 1, 1], np.float32)
+    return X, labels, ((0.6, 0.8), (1.0,), (1.0,))
+
+
+def test_recall_counts_queries_whose_positives_are_minus_inf():
+    X, labels, expected = MINUS_INF_POSITIVES
+    assert [ref.evaluate(X, labels).recall[K] for K in ref.RECALL_KS] == list(expected)
+    with np.errstate(all='ignore'):
+        out = npair_math.forward(X, labels, as_layer_params(ref.Params()))
+    assert out.recall == expected
+
+
+def test_recall_counts_queries_whose_positives_are_nan():
+    X, labels, expected = nan_positives_batch()
+    with np.errstate(all='ignore'):
+        out = npair_math.forward(X, labels, as_layer_params(ref.Params()))
+    assert all(r in allowed for r, allowed in zip(out.recall, expected)), out.recall

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 import npair_reference as ref
+from conftest import Cases
+from test_fallback_math import one_non_finite_feature
 
 caffe = pytest.importorskip('caffe', reason='pycaffe not importable: source build/env.sh')
 
@@ -135,7 +137,7 @@ def test_gradcheck_skips_a_step_that_changes_the_selection(make_net):
 
 
 class HalfGradientLayer(npair_layer.NPairMultiClassLossLayer):
-    """The original multi-GPU code's defect (spec section 6): half the gradient."""
+    """The original multi-GPU code's defect (docs/layer_contract.md §6): half the gradient."""
 
     def backward(self, top, propagate_down, bottom):
         super().backward(top, propagate_down, bottom)
@@ -274,3 +276,13 @@ layer { name: "npair" type: "Python" bottom: "feat" bottom: "label" top: "loss" 
     solver.step(40)
     solver.net.forward()
     assert float(solver.net.blobs['loss'].data) < 0.5 * before
+
+
+@pytest.mark.parametrize('value', [np.nan, np.inf], ids=['nan', 'inf'])
+def test_non_finite_features_show_in_the_loss_and_the_gradient(value, make_net):
+    X, labels = one_non_finite_feature(value)
+    params = ref.Params(ap_mining_method='HARD', an_mining_method='RELATIVE_EASY')
+    net = make_net(net_text(len(X), X.shape[1], params))
+    with np.errstate(all='ignore'):
+        run(net, Cases.of(X, labels, params))
+    assert np.isnan(net.blobs['loss'].data) and np.isnan(net.blobs['feat'].diff).any()

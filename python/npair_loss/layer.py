@@ -1,4 +1,4 @@
-"""NPairMultiClassLossLayer: the N-pair loss as a Caffe Python layer (spec section 7).
+"""NPairMultiClassLossLayer: the N-pair loss as a Caffe Python layer (docs/layer_contract.md §7).
 
 Bottoms: features (N x ...), labels (N values). Tops, all scalars, 1 to 5 of them:
 loss | loss, feature_asum | loss, R@1, feature_asum | loss, R@1, R@5, feature_asum |

@@ -1,14 +1,15 @@
-"""The N-pair multi-class loss (spec sections 3 and 4), array-generic.
+"""The N-pair multi-class loss (docs/layer_contract.md §3 and §4), array-generic.
 
 Every function takes arrays of one module, NumPy or CuPy, and works in that module
 (`xp` below); nothing here knows about Caffe. The pieces, in the order of a forward pass:
 
     S = similarity(X)                      # N x N inner products, exactly symmetric
-    same = label_relation(labels)          # N x N: same label (diagonal included)
-    recall_at_k(S, same, ks)               # monitors
+    same = label_relation(labels)          # N x N: same label
+    pos = positive_pairs(same)             # the batch's positive pairs (i, j), j != i
+    recall_at_k(S, same, pos, ks)          # monitors
     feature_asum(X)
-    keep = kept_pairs(S, same, params)     # thresholds and selection: N x N bool
-    losses, W = loss_and_weights(S, same, keep)   # l_i, and W = w - w+ in S's storage
+    keep = kept_pairs(S, same, params, pos)        # thresholds and selection: N x N bool
+    losses, W = loss_and_weights(S, keep, pos)     # l_i, and W = G / (g / N) in S's storage
     gradient(X, W, g)                      # d(g * loss)/dX = (g / N)(W + W^T) X
 
 `forward` runs them in that order. `params` is any object with NPairLossParameter's
@@ -17,13 +18,22 @@ float32 values (npair_loss.params.NPairParams). At most two float N x N arrays a
 at once, S (then W) and one work array, plus three boolean ones (`same`, `keep`, one
 work mask); a Workspace keeps them from one call to the next.
 
-Speed (issue 6) comes from avoiding what NumPy does slowly, rather than from fewer
-passes alone: reading a transposed N x N array (a cache line per element: S and
-W + W^T are built in strips, see _mirror_upper), masked writes with a dense random mask
-(a branch per element: selection stays boolean, and the exp array is masked by
-multiplication) and reductions along short rows (symmetric arrays are reduced down
-their columns; row sums are GEMVs). The CuPy path takes the plain forms where NumPy's
-need a Python loop.
+The loss follows the layer's one log-sum-exp recipe (the C++ paths' NPairRowTermsOf):
+per query row, max_all is its largest kept similarity and max_pos its largest kept
+positive one; each kept pair takes one exponential, e^(S_ij - max_pos) for a positive,
+e^(S_ij - max_all) for a negative, and l_i and the pair weights follow from the two
+sums. A row of S that is not all finite (S_ii included) gives l_i = NaN and a NaN row
+of W, whatever was mined. A sample is never its own positive or negative, NaN labels
+included.
+
+Speed comes from avoiding what NumPy does slowly, rather than from fewer passes alone:
+reading a transposed N x N array (a cache line per element: S and W + W^T are built in
+strips, see _mirror_upper), masked writes or selects with a dense random mask (a branch
+per element: selection stays boolean, and its -inf fill is integer arithmetic, see
+_drop_unkept), and reductions along short rows (symmetric arrays are reduced down their
+columns; row sums are GEMVs). Positive pairs are few (a class has a few samples in a
+batch), so everything about positives works on their gathered values, never on an
+N x N array. The CuPy path takes the plain forms where NumPy's need a Python loop.
 """
 import math
 import sys
@@ -37,12 +47,9 @@ RECALL_KS = (1, 5, 10)
 _PANEL = 64
 # Up to this D, NumPy's gradient takes two GEMMs rather than a transposed pass over W.
 _TWO_GEMMS_MAX_D = 96
-# A row whose best kept positive lies more than this below its best kept pair has its
-# sums shifted apart (loss_and_weights); exp(-40) keeps float32 far from underflow.
-_GAP = 40.0
 
-# Selection (spec section 3): the comparison that keeps a pair, S_ij against t + m, as
-# (rule for a positive, rule for a negative). RAND keeps every pair.
+# Selection (docs/layer_contract.md §3): the comparison that keeps a pair, S_ij against
+# t + m, as (rule for a positive, rule for a negative). RAND keeps every pair.
 _KEEP = {
     'HARD': ('less', 'greater'),
     'EASY': ('greater_equal', 'less_equal'),
@@ -55,7 +62,7 @@ class Forward(NamedTuple):
     loss: float
     recall: tuple           # R@K for each K asked for
     asum: float
-    weights: object         # W = w - w+ (N x N): gradient() turns it into d loss/dX
+    weights: object         # W = G / (g / N) (N x N): gradient() turns it into d loss/dX
 
 
 def array_module(a):
@@ -109,27 +116,52 @@ def _mirror_upper(S):
 
 
 def label_relation(labels, out=None):
-    """same_ij = (y_i == y_j), diagonal included: positives are `same` off the
-    diagonal, negatives are `~same`."""
+    """same_ij = (y_i == y_j). The diagonal is True except where y_i is NaN (a NaN label
+    equals no label): a pass over negatives must leave j == i out itself, never read
+    it off ~same."""
     return array_module(labels).equal(labels[:, None], labels[None, :], out=out)
 
 
-def _positives(S, same, fill, out=None):
-    """S on the positive pairs, `fill` elsewhere (diagonal included), in `out`."""
-    xp = array_module(S)
-    out = xp.empty_like(S) if out is None else out
-    out.fill(fill)
-    xp.copyto(out, S, where=same)
-    xp.fill_diagonal(out, fill)
+class Positives(NamedTuple):
+    """The batch's positive pairs (i, j): j != i, y_j == y_i, in row-major order."""
+    at: object              # flat indices i * N + j, ascending
+    row: object             # i of each
+    slot: object            # its place among row i's positives
+    count: object           # positives per row (N,)
+    width: int              # the largest count
+
+
+def positive_pairs(same):
+    """Positives from the label relation `same` (label_relation's)."""
+    xp = array_module(same)
+    n = len(same)
+    at = xp.flatnonzero(same)
+    at = at[at % (n + 1) != 0]                      # the diagonal is no pair
+    row = at // n
+    count = xp.count_nonzero(same, axis=1) - xp.diagonal(same)
+    start = xp.cumsum(count) - count
+    slot = xp.arange(len(at)) - start[row]
+    return Positives(at=at, row=row, slot=slot, count=count,
+                     width=int(count.max()) if n else 0)
+
+
+def _by_row(values, pos, fill):
+    """values, one per positive pair, as an N x max(width, 1) array: row i holds row i's
+    values, then `fill`. Reducing it along its rows reduces over each row's positives."""
+    xp = array_module(values)
+    out = xp.full((len(pos.count), max(pos.width, 1)), fill, dtype=values.dtype)
+    out[pos.row, pos.slot] = values
     return out
 
 
-def _negatives(S, same, fill, out=None):
-    """S on the negative pairs, `fill` elsewhere, in `out`."""
+def _negatives(S, pos, fill, out=None):
+    """S on the negative pairs, `fill` on the positive ones and the diagonal, in `out`:
+    symmetric, as S is."""
     xp = array_module(S)
     out = xp.empty_like(S) if out is None else out
     xp.copyto(out, S)
-    _put(out, fill, same)
+    out.ravel()[pos.at] = fill
+    xp.fill_diagonal(out, fill)
     return out
 
 
@@ -140,12 +172,6 @@ def _symmetric_reduce(a, op, local):
     if not local:
         return getattr(a, op)(keepdims=True)
     return getattr(a, op)(axis=0)[:, None]
-
-
-def _put(a, value, where):
-    """a[where] = value, without the copy that boolean indexing makes."""
-    xp = array_module(a)
-    xp.copyto(a, xp.asarray(value, dtype=a.dtype), where=where)
 
 
 def relative_position(n, sn):
@@ -160,11 +186,29 @@ def relative_position(n, sn):
     return xp.clip(p, 0, xp.maximum(n - 1, 0)).astype(xp.int64)
 
 
-def threshold(S, same, region, method, sn, kind, out=None):
+def _order_statistic(values, counts, sn, local):
+    """Element pos(n, sn) of each ascending list: of each row of `values` (local; n the
+    row's count) or of all of them (n the total), where every row holds its list's
+    members first and +inf fillers after. As float64, (N, 1) or (1, 1); `values` is
+    partitioned in place."""
+    xp = array_module(values)
+    if local:
+        k = relative_position(counts, sn)
+        values.partition(xp.unique(k).tolist(), axis=1)
+        t = values[xp.arange(len(values)), k][:, None]
+    else:
+        k = int(relative_position(counts.sum(), sn))
+        flat = values.ravel()
+        flat.partition(k)
+        t = flat[k].reshape(1, 1)
+    return t.astype(xp.float64)
+
+
+def threshold(S, pos, region, method, sn, kind, out=None):
     """t+ (kind 'positive': the threshold that positives are selected by) or t-
     (kind 'negative'), as float64 of shape (N, 1) for LOCAL, (1, 1) for GLOBAL, from a
-    symmetric S (similarity's). `out`, if given, is an N x N work array of S's dtype;
-    its values are lost.
+    symmetric S (similarity's) and its positive pairs. `out`, if given, is an N x N work
+    array of S's dtype; its values are lost.
 
     HARD, EASY, RAND: t+ is the most similar negative, t- the least similar positive
     (-inf / +inf when there is none). RELATIVE_*: the element pos(n, sn) of the
@@ -174,46 +218,32 @@ def threshold(S, same, region, method, sn, kind, out=None):
     """
     xp = array_module(S)
     local = region == 'LOCAL'
-    if not method.startswith('RELATIVE_'):
-        if kind == 'positive':
-            t = _symmetric_reduce(_negatives(S, same, -xp.inf, out), 'max', local)
-        else:
-            t = _symmetric_reduce(_positives(S, same, xp.inf, out), 'min', local)
-        return t.astype(xp.float64)
-    if not local and kind == 'positive':
-        # The batch's positive pairs, gathered: there are few of them.
-        at = xp.flatnonzero(same)
-        values = S.ravel()[at[at % (len(S) + 1) != 0]]      # the diagonal left out
-        if len(values) == 0:
-            return xp.full((1, 1), xp.inf)
-        k = int(relative_position(xp.asarray(len(values)), sn))
-        values.partition(k)
-        return values[k:k + 1].reshape(1, 1).astype(xp.float64)
-    # Members first in ascending order, then +inf fillers: element k of the list is
-    # element k of the row (or of the whole array) once partitioned there.
-    n_same = xp.count_nonzero(same, axis=1)
-    if kind == 'positive':
-        values = _positives(S, same, xp.inf, out)
-        counts = n_same - 1
-    else:
-        values = _negatives(S, same, xp.inf, out)
-        counts = len(S) - n_same
+    n = len(S)
+    if kind == 'positive' and not method.startswith('RELATIVE_'):
+        return _symmetric_reduce(_negatives(S, pos, -xp.inf, out), 'max', local).astype(xp.float64)
+    if kind == 'negative' and method.startswith('RELATIVE_'):
+        values = _negatives(S, pos, xp.inf, out)
+        return _order_statistic(values, n - 1 - pos.count, sn, local)
+    # From the positives' own values, gathered: there are few of them. HARD, EASY, RAND
+    # negatives take the least similar, RELATIVE_* positives an order statistic.
+    values = S.ravel()[pos.at]
     if local:
-        k = relative_position(counts, sn)
-        values.partition(xp.unique(k).tolist(), axis=1)
-        t = values[xp.arange(len(S)), k][:, None]
-    else:
-        k = int(relative_position(counts.sum(), sn))
-        flat = values.ravel()
-        flat.partition(k)
-        t = flat[k].reshape(1, 1)
-    return t.astype(xp.float64)
+        values = _by_row(values, pos, xp.inf)
+        if kind == 'negative':
+            return values.min(axis=1, keepdims=True).astype(xp.float64)
+        return _order_statistic(values, pos.count, sn, True)
+    if len(values) == 0:
+        return xp.full((1, 1), xp.inf)
+    if kind == 'negative':
+        return values.min(keepdims=True).reshape(1, 1).astype(xp.float64)
+    return _order_statistic(values[None, :], xp.asarray([len(values)]), sn, False)
 
 
-def kept_pairs(S, same, params, work=None, out=None, test=None):
+def kept_pairs(S, same, params, pos=None, work=None, out=None, test=None):
     """Thresholds and selection: the pairs (i, j) that the miner keeps, as an N x N
-    boolean array (`out` if given), False on the diagonal. `work` (N x N, S's dtype)
-    and `test` (N x N, bool) are optional work arrays; S is left as it is.
+    boolean array (`out` if given), False on the diagonal. `pos` is positive_pairs(same)
+    (computed if not given); `work` (N x N, S's dtype) and `test` (N x N, bool) are
+    optional work arrays; S is left as it is.
 
     Each rule compares S_ij with t + m in double (float64 bounds against S's values).
     Everything here is comparisons and boolean algebra, no masked writes into S: a
@@ -221,13 +251,14 @@ def kept_pairs(S, same, params, work=None, out=None, test=None):
     """
     xp = array_module(S)
     p = params
+    pos = positive_pairs(same) if pos is None else pos
     rules = []
     if p.ap_mining_method != 'RAND':
-        bound = threshold(S, same, p.ap_mining_region, p.ap_mining_method, p.identsn,
+        bound = threshold(S, pos, p.ap_mining_region, p.ap_mining_method, p.identsn,
                           'positive', work) + p.margin_ident
         rules.append((_KEEP[p.ap_mining_method][0], bound, 'positive'))
     if p.an_mining_method != 'RAND':
-        bound = threshold(S, same, p.an_mining_region, p.an_mining_method, p.diffsn,
+        bound = threshold(S, pos, p.an_mining_region, p.an_mining_method, p.diffsn,
                           'negative', work) + p.margin_diff
         rules.append((_KEEP[p.an_mining_method][1], bound, 'negative'))
     keep = xp.empty(S.shape, dtype=bool) if out is None else out
@@ -250,81 +281,94 @@ def selected_pairs(X, labels, params):
     return kept_pairs(similarity(X), label_relation(labels), params)
 
 
-def loss_and_weights(S, same, keep, work=None, mask=None):
-    """From S and the kept pairs `keep` (see kept_pairs): the per-query losses
-    l_i = lse(kept) - lse(kept positives) (float64), 0 without a kept positive, and
-    W = w - w+ with w the softmax of S over the row's kept pairs and w+ that over its
-    kept positives (0 elsewhere). W is written over S; rows without a kept positive
-    are 0. `work` (N x N, S's dtype) and `mask` (N x N, bool) are optional work arrays.
+def finite_rows(S):
+    """Whether each row of S (N x N, from similarity) is all finite, S_ii included.
 
-    One exp per pair: both sums of row i are shifted by m_i, the largest S_ij of the
-    row (kept or not), and l_i = log(sum of all) - log(sum of positives). A row whose
-    best kept positive lies more than _GAP below m_i (its positive terms would lose
-    precision, or underflow) is computed apart, each sum shifted by its own maximum.
+    Without a full pass where it can: every S_ij is bounded by the larger of S_ii and
+    S_jj (Cauchy-Schwarz, with float rounding well inside the factor 4), and S_ii is
+    finite only if x_i is, so a finite diagonal below a quarter of the largest float
+    means a finite S.
     """
     xp = array_module(S)
-    kept_pos = xp.logical_and(keep, same, out=mask)
-    E_pos = _positives(S, kept_pos, -xp.inf, work)
-    m_pos = E_pos.max(axis=1, keepdims=True)
-    has_pos = m_pos > -xp.inf
-    m = _symmetric_reduce(S, 'max', True)
-    far = xp.nonzero(has_pos & (m_pos < m - _GAP))[0]
-    if len(far):
-        L = S[far]
-        _put(L, -xp.inf, ~keep[far])
-        far_losses, far_weights = _loss_and_weights_apart(L, same[far])
-    S -= m
-    xp.exp(S, out=S)
-    E = S
-    E *= keep
-    if not bool(has_pos.all()):
-        E[~has_pos[:, 0]] = 0                                # l_i = 0: no weight at all
-    xp.multiply(E, kept_pos, out=E_pos)
-    ones = xp.ones((len(S), 1), S.dtype)                     # row sums as GEMVs: 3x faster
-    s_all = E @ ones
-    s_pos = E_pos @ ones
-    has_pos[far] = False                                     # rows done apart
-    s_all = xp.where(has_pos, s_all, 1)
-    s_pos = xp.where(has_pos, s_pos, 1)
-    E *= 1 / s_all
-    E_pos *= 1 / s_pos
-    E -= E_pos
-    losses = xp.log(s_all.astype(xp.float64)) - xp.log(s_pos.astype(xp.float64))
-    if len(far):
-        E[far] = far_weights
-        losses[far] = far_losses
-    return losses[:, 0], E
+    d = xp.diagonal(S)
+    if bool(xp.isfinite(d).all()) and float(d.max()) <= xp.finfo(S.dtype).max / 4:
+        return xp.ones(len(S), dtype=bool)
+    return xp.isfinite(S).all(axis=1)
 
 
-def _loss_and_weights_apart(L, same):
-    """loss_and_weights for rows that all have a kept positive, from their kept logits
-    L (-inf off the kept pairs), each log-sum-exp shifted by its own maximum; losses
-    as float64 of shape (rows, 1)."""
-    xp = array_module(L)
-    w_pos = xp.where(same, L, -xp.inf)
-    m_pos = w_pos.max(axis=1, keepdims=True)
-    m_all = L.max(axis=1, keepdims=True)
-    w_pos -= m_pos
-    xp.exp(w_pos, out=w_pos)
-    s_pos = w_pos.sum(axis=1, keepdims=True)
-    w_pos /= s_pos
-    w = xp.exp(L - m_all)
-    s_all = w.sum(axis=1, keepdims=True)
-    w /= s_all
-    w -= w_pos
-    f64 = xp.float64
-    losses = ((m_all.astype(f64) - m_pos.astype(f64)) + xp.log(s_all.astype(f64))
-              - xp.log(s_pos.astype(f64)))
-    return losses, w
-
-
-def recall_at_k(S, same, ks, work=None, ahead=None):
-    """R@K for each K in ks (spec section 3): among queries with a positive, the share
-    with fewer than K negatives at least as similar as their best positive.
-    `work` (N x N, S's dtype) and `ahead` (N x N, bool) are optional work arrays."""
+def _drop_unkept(S, keep, work, mask):
+    """S := S on the kept pairs, -inf elsewhere. A masked fill (or xp.where) with a
+    dense random mask costs NumPy a branch per element, 5 to 10 times a plain pass, so
+    the -inf goes in by arithmetic: its bits times (not kept), as an integer array in
+    `work`'s storage, added to S (x + 0 is x, x + -inf is -inf)."""
     xp = array_module(S)
-    best = _symmetric_reduce(_positives(S, same, -xp.inf, work), 'max', True)
-    eligible = best[:, 0] > -xp.inf
+    uint = numpy.dtype(f'u{S.itemsize}')
+    minus_inf = numpy.array(-numpy.inf, S.dtype).view(uint)[()]
+    xp.logical_not(keep, out=mask)
+    xp.multiply(mask, minus_inf, out=work.view(uint))
+    S += work
+
+
+def loss_and_weights(S, keep, pos, work=None, mask=None):
+    """From S, the kept pairs `keep` (kept_pairs') and the positive pairs: the per-query
+    losses l_i (float64) and W = G / (g / N), written over S.
+
+    The layer's one log-sum-exp recipe: max_all = the largest kept S_ij of row i,
+    max_pos = its largest kept positive S_ij; one exponential per kept pair,
+    f_j = e^(S_ij - max_pos) for a positive, e_j = e^(S_ij - max_all) for a negative;
+    with r = e^(max_pos - max_all) and sum_all = sum e + r sum f,
+        l_i = (max_all - max_pos) + log(sum_all) - log(sum f),
+        W_ij = f_j (r / sum_all - 1 / sum f) for a kept positive, e_j / sum_all for a kept
+        negative, 0 for a pair mining drops.
+    A row without a kept positive gives 0 and a zero row; a row of S that is not all
+    finite gives NaN and a NaN row. The positives' exponentials are taken on their
+    gathered values; `work` (N x N, S's dtype) and `mask` (N x N, bool) are optional
+    work arrays.
+    """
+    xp = array_module(S)
+    n = len(S)
+    f64 = xp.float64
+    finite = finite_rows(S)
+    work = xp.empty_like(S) if work is None else work
+    mask = xp.empty(S.shape, dtype=bool) if mask is None else mask
+    # The kept positives' logits, -inf for the others; the shifts.
+    kept_pos = xp.where(keep.ravel()[pos.at], S.ravel()[pos.at], -xp.inf)
+    max_pos = _by_row(kept_pos, pos, -xp.inf).max(axis=1)
+    has_pos = max_pos > -xp.inf
+    _drop_unkept(S, keep, work, mask)
+    max_all = S.max(axis=1)
+    # Any finite shift does for a row whose terms are all 0 (nothing kept, or no positive).
+    max_all = xp.where(max_all > -xp.inf, max_all, 0)
+    max_pos = xp.where(has_pos, max_pos, 0)
+    # e_j over the row, then the positives out of it: their f_j comes apart.
+    S -= max_all[:, None]
+    xp.exp(S, out=S)
+    f = xp.exp(kept_pos - max_pos[pos.row])
+    S.ravel()[pos.at] = 0
+    sum_neg = (S @ xp.ones((n, 1), S.dtype))[:, 0].astype(f64)   # a GEMV: 3x a row sum
+    sum_pos = _by_row(f, pos, 0).sum(axis=1, dtype=f64)
+    sum_pos = xp.where(has_pos, sum_pos, 1)
+    r = xp.exp(max_pos.astype(f64) - max_all.astype(f64))
+    sum_all = sum_neg + r * sum_pos
+    losses = (max_all.astype(f64) - max_pos.astype(f64)) + xp.log(sum_all) - xp.log(sum_pos)
+    pos_scale = r / sum_all - 1 / sum_pos
+    neg_scale = 1 / sum_all
+    for a in (losses, pos_scale, neg_scale):
+        a[~has_pos] = 0
+        a[~finite] = xp.nan
+    S *= neg_scale[:, None].astype(S.dtype)
+    S.ravel()[pos.at] = f * pos_scale[pos.row].astype(S.dtype)
+    return losses, S
+
+
+def recall_at_k(S, same, pos, ks, ahead=None):
+    """R@K for each K in ks (docs/layer_contract.md §3): among queries with a positive
+    (counted, never read off a similarity, which may be -inf or NaN), the share with
+    fewer than K negatives at least as similar as their best positive. `ahead`
+    (N x N, bool) is an optional work array."""
+    xp = array_module(S)
+    best = _by_row(S.ravel()[pos.at], pos, -xp.inf).max(axis=1, keepdims=True)
+    eligible = pos.count > 0
     ahead = xp.greater_equal(S, best, out=ahead)
     xp.greater(ahead, same, out=ahead)                       # ahead and a negative
     ahead_negatives = ahead.view(xp.uint8).sum(axis=1, dtype=xp.int32)
@@ -365,10 +409,11 @@ def forward(X, labels, params, ks=RECALL_KS, workspace=None):
     scratch = work.get(xp, 'scratch', (n, n), S.dtype)
     mask = work.get(xp, 'mask', (n, n), bool)
     keep = work.get(xp, 'keep', (n, n), bool)
-    recall = recall_at_k(S, same, ks, scratch, mask) if ks else ()
+    pos = positive_pairs(same)
+    recall = recall_at_k(S, same, pos, ks, mask) if ks else ()
     asum = feature_asum(X)
-    kept_pairs(S, same, params, scratch, keep, mask)
-    losses, W = loss_and_weights(S, same, keep, scratch, mask)
+    kept_pairs(S, same, params, pos, scratch, keep, mask)
+    losses, W = loss_and_weights(S, keep, pos, scratch, mask)
     return Forward(loss=float(losses.sum()) / n, recall=recall, asum=asum, weights=W)
 
 

@@ -11,16 +11,16 @@
 // Thresholds on the device:
 //  - HARD / EASY: one block per query reduces its row (max of the negatives,
 //    min of the positives); GLOBAL then reduces those N values in one block.
-//  - RELATIVE_*: an order statistic, found by radix select instead of a sort:
-//    similarities map to unsigned keys with the same order, and one 8-bit digit
-//    is fixed per pass from a 256-bin histogram of the keys that match the
-//    digits fixed so far (4 passes for float, 8 for double). LOCAL runs the
-//    passes inside one block per row; GLOBAL merges the rows' histograms in
-//    global memory and picks each digit in a one-thread kernel, so the list of
-//    N (N - 1) pairs is never built, sorted or copied.
+//  - RELATIVE_*: an order statistic, found by radix select instead of a sort
+//    (caffe/util/npair_radix_select.hpp): similarities map to unsigned keys
+//    with the same order, and one 8-bit digit is fixed per pass from a 256-bin
+//    histogram of the keys that match the digits fixed so far (4 passes for
+//    float, 8 for double). LOCAL runs the passes inside one block per row;
+//    GLOBAL merges the rows' histograms in global memory and picks each digit
+//    in a one-thread kernel, so the list of N (N - 1) pairs is never built,
+//    sorted or copied.
 
 #include <math.h>
-#include <string.h>
 
 #include <algorithm>
 #include <vector>
@@ -29,6 +29,7 @@
 
 #include "caffe/layers/npair_multiclass_loss_layer.hpp"
 #include "caffe/util/math_functions.hpp"
+#include "caffe/util/npair_radix_select.hpp"
 
 namespace caffe {
 
@@ -117,7 +118,8 @@ __global__ void AddTranspose(const int num, const Dtype* w, Dtype* sum) {
 /// One block per query i. Writes the absolute thresholds of row i where asked
 /// (t+ = most similar negative, -inf if none; t- = least similar positive,
 /// +inf if none) and, for Recall@K, ahead[i] = the number of negatives at
-/// least as similar as the best positive (-1: no positive, not eligible).
+/// least as similar as the best positive (-1: not eligible, no positive).
+/// j == i is neither: a NaN label equals no label, its own included.
 template <typename Dtype>
 __global__ void RowExtremes(const int num, const Dtype* sim,
     const Dtype* labels, const bool want_pos_threshold,
@@ -151,10 +153,12 @@ __global__ void RowExtremes(const int num, const Dtype* sim,
   int count = 0;
   for (int j = threadIdx.x; j < num; j += kThreads) {
     // A negative tied with the best positive ranks ahead of it.
-    if (labels[j] != label && s[j] >= pos_max) { ++count; }
+    if (j != i && labels[j] != label && s[j] >= pos_max) { ++count; }
   }
   count = BlockAllReduce(count, SumOp());
-  if (threadIdx.x == 0) { ahead[i] = num_pos > 0 ? count : -1; }
+  if (threadIdx.x == 0) {
+    ahead[i] = NPairRecallEligible(num_pos) ? count : -1;
+  }
 }
 
 /// GLOBAL HARD / EASY: every threshold[i] becomes the max (or min) of all.
@@ -171,40 +175,6 @@ __global__ void BatchExtreme(const int num, const bool take_max,
 }
 
 // ---- RELATIVE_* thresholds: radix select ------------------------------------
-
-/// Unsigned keys ordered as the similarities are (for non-NaN values): the
-/// sign bit flipped for positives, every bit for negatives.
-template <typename Dtype> struct RadixKey;
-template <> struct RadixKey<float> {
-  typedef unsigned int Key;
-  static const int kBits = 32;
-  static __host__ __device__ Key Of(const float v) {
-    Key u;
-    memcpy(&u, &v, sizeof(u));  // NOLINT(caffe/alt_fn)
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  }
-  static __host__ __device__ float Value(const Key k) {
-    const Key u = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
-    float v;
-    memcpy(&v, &u, sizeof(v));  // NOLINT(caffe/alt_fn)
-    return v;
-  }
-};
-template <> struct RadixKey<double> {
-  typedef unsigned long long Key;  // NOLINT(runtime/int)
-  static const int kBits = 64;
-  static __host__ __device__ Key Of(const double v) {
-    Key u;
-    memcpy(&u, &v, sizeof(u));  // NOLINT(caffe/alt_fn)
-    return (u >> 63) ? ~u : (u | (1ull << 63));
-  }
-  static __host__ __device__ double Value(const Key k) {
-    const Key u = (k >> 63) ? (k & ~(1ull << 63)) : ~k;
-    double v;
-    memcpy(&v, &u, sizeof(v));  // NOLINT(caffe/alt_fn)
-    return v;
-  }
-};
 
 /// Where a select stands: the digits fixed so far (prefix under mask), the
 /// rank still sought among the keys that match them, and whether the list
@@ -232,9 +202,9 @@ __device__ inline void HistogramAdd(unsigned int* hist, const int bin) {
 template <typename Dtype>
 __device__ void RowHistogram(const int num, const int i, const Dtype* sim,
     const Dtype* labels, const bool same_label, const int shift,
-    const typename RadixKey<Dtype>::Key prefix,
-    const typename RadixKey<Dtype>::Key mask, unsigned int* hist) {
-  typedef typename RadixKey<Dtype>::Key Key;
+    const typename NPairRadixKey<Dtype>::Key prefix,
+    const typename NPairRadixKey<Dtype>::Key mask, unsigned int* hist) {
+  typedef typename NPairRadixKey<Dtype>::Key Key;
   const Dtype* s = sim + static_cast<size_t>(i) * num;
   const Dtype label = labels[i];
   // The loop bound is the same for every lane, as HistogramAdd needs.
@@ -242,7 +212,7 @@ __device__ void RowHistogram(const int num, const int i, const Dtype* sim,
     const int j = base + threadIdx.x;
     int bin = 256;
     if (j < num && j != i && (labels[j] == label) == same_label) {
-      const Key key = RadixKey<Dtype>::Of(s[j]);
+      const Key key = NPairRadixKey<Dtype>::Of(s[j]);
       if ((key & mask) == prefix) {
         bin = static_cast<int>((key >> shift) & 255);
       }
@@ -251,43 +221,13 @@ __device__ void RowHistogram(const int num, const int i, const Dtype* sim,
   }
 }
 
-/// Fixes the digit at `shift`: the bin holding the sought rank. On the first
-/// pass the list's length n is the histogram's total and the rank is
-/// NPairRelativePosition(n, sn); an empty list ends the select.
-template <typename Count, typename Key>
-__host__ __device__ void PickDigit(const Count* hist, const int shift,
-    const bool first, const float sn, Key* prefix, Key* mask,
-    long long* rank, int* empty) {  // NOLINT(runtime/int)
-  if (first) {
-    long long n = 0;  // NOLINT(runtime/int)
-    for (int b = 0; b < 256; ++b) { n += hist[b]; }
-    if (n == 0) {
-      *empty = 1;
-      return;
-    }
-    *rank = NPairRelativePosition(static_cast<int>(n), sn);
-  }
-  long long below = 0;  // NOLINT(runtime/int)
-  int digit = 255;
-  for (int b = 0; b < 256; ++b) {
-    if (below + static_cast<long long>(hist[b]) > *rank) {  // NOLINT
-      digit = b;
-      break;
-    }
-    below += hist[b];
-  }
-  *rank -= below;
-  *prefix |= static_cast<Key>(digit) << shift;
-  *mask |= static_cast<Key>(255) << shift;
-}
-
 /// LOCAL RELATIVE_*: one block per query selects its threshold from its own
 /// row; empty_value (+-inf, as on the CPU) where the row has no such pair.
 template <typename Dtype>
 __global__ void RowRadixSelect(const int num, const Dtype* sim,
     const Dtype* labels, const bool same_label, const float sn,
     const Dtype empty_value, Dtype* threshold) {
-  typedef typename RadixKey<Dtype>::Key Key;
+  typedef typename NPairRadixKey<Dtype>::Key Key;
   __shared__ unsigned int hist[256];
   __shared__ Key prefix, mask;
   __shared__ long long rank;  // NOLINT(runtime/int)
@@ -297,22 +237,22 @@ __global__ void RowRadixSelect(const int num, const Dtype* sim,
     mask = 0;
     empty = 0;
   }
-  for (int shift = RadixKey<Dtype>::kBits - 8; shift >= 0; shift -= 8) {
+  for (int shift = NPairRadixKey<Dtype>::kBits - 8; shift >= 0; shift -= 8) {
     for (int b = threadIdx.x; b < 256; b += kThreads) { hist[b] = 0; }
     __syncthreads();
     RowHistogram(num, blockIdx.x, sim, labels, same_label, shift, prefix, mask,
                  hist);
     __syncthreads();
     if (threadIdx.x == 0) {
-      PickDigit(hist, shift, shift == RadixKey<Dtype>::kBits - 8, sn, &prefix,
-                &mask, &rank, &empty);
+      NPairPickDigit(hist, shift, shift == NPairRadixKey<Dtype>::kBits - 8, sn,
+                     &prefix, &mask, &rank, &empty);
     }
     __syncthreads();
     if (empty) { break; }
   }
   if (threadIdx.x == 0) {
     threshold[blockIdx.x] =
-        empty ? empty_value : RadixKey<Dtype>::Value(prefix);
+        empty ? empty_value : NPairRadixKey<Dtype>::Value(prefix);
   }
 }
 
@@ -322,7 +262,7 @@ template <typename Dtype>
 __global__ void BatchHistogram(const int num, const Dtype* sim,
     const Dtype* labels, const bool same_label, const int shift,
     RadixState* state) {
-  typedef typename RadixKey<Dtype>::Key Key;
+  typedef typename NPairRadixKey<Dtype>::Key Key;
   __shared__ unsigned int hist[256];
   for (int b = threadIdx.x; b < 256; b += kThreads) { hist[b] = 0; }
   __syncthreads();
@@ -344,8 +284,8 @@ __global__ void BatchHistogram(const int num, const Dtype* sim,
 __global__ void BatchPickDigit(const int shift, const bool first,
     const float sn, RadixState* state) {
   if (!state->empty) {
-    PickDigit(state->hist, shift, first, sn, &state->prefix, &state->mask,
-              &state->rank, &state->empty);
+    NPairPickDigit(state->hist, shift, first, sn, &state->prefix,
+                   &state->mask, &state->rank, &state->empty);
   }
   for (int b = 0; b < 256; ++b) { state->hist[b] = 0; }
 }
@@ -353,9 +293,9 @@ __global__ void BatchPickDigit(const int shift, const bool first,
 template <typename Dtype>
 __global__ void BatchBroadcast(const int num, const RadixState* state,
     const Dtype empty_value, Dtype* threshold) {
-  typedef typename RadixKey<Dtype>::Key Key;
+  typedef typename NPairRadixKey<Dtype>::Key Key;
   const Dtype v = state->empty ? empty_value :
-      RadixKey<Dtype>::Value(static_cast<Key>(state->prefix));
+      NPairRadixKey<Dtype>::Value(static_cast<Key>(state->prefix));
   CUDA_KERNEL_LOOP(i, num) { threshold[i] = v; }
 }
 
@@ -373,7 +313,11 @@ __device__ inline bool Kept(const Dtype s, const bool positive,
 }
 
 /// One block per query i, as LossAndPairWeights_cpu's row: row_loss[i] = l_i
-/// and row i of weight = (w_ij - w+_ij) on mined pairs, 0 elsewhere.
+/// and row i of weight = G_i. / (g / N), by the one log-sum-exp recipe of
+/// npair_selection.hpp: each kept pair's exponential, shifted by
+/// NPairExpShift, is stored in the row, summed by kind, and scaled by the
+/// factors of NPairRowTermsOf. A row without a kept positive is 0, a row
+/// with a non-finite S_ij (S_ii included) NaN, for every mining.
 template <typename Dtype>
 __global__ void RowLossAndWeights(const int num, const Dtype* sim,
     const Dtype* labels, const Dtype* pos_threshold,
@@ -385,10 +329,12 @@ __global__ void RowLossAndWeights(const int num, const Dtype* sim,
   Dtype* w = weight + static_cast<size_t>(i) * num;
   const Dtype label = labels[i];
   const double t_pos = pos_threshold[i], t_neg = neg_threshold[i];
-  // Each log-sum-exp is shifted by the maximum over its own set.
-  double max_all = -HUGE_VAL, max_pos = -HUGE_VAL;
+  // The shifts, and whether the row is finite: s - s is 0 for a finite s and
+  // NaN for an infinite or NaN one, and a NaN survives the block's sum.
+  double max_all = -HUGE_VAL, max_pos = -HUGE_VAL, non_finite = 0;
   int num_pos = 0;
   for (int j = threadIdx.x; j < num; j += kThreads) {
+    non_finite += static_cast<double>(s[j]) - s[j];
     const bool positive = labels[j] == label;
     if (j != i && Kept(s[j], positive, ap_method, an_method, t_pos, t_neg,
                        margin_ident, margin_diff)) {
@@ -399,36 +345,44 @@ __global__ void RowLossAndWeights(const int num, const Dtype* sim,
       }
     }
   }
+  non_finite = BlockAllReduce(non_finite, SumOp());
   num_pos = BlockAllReduce(num_pos, SumOp());
-  if (num_pos == 0) {  // l_i = 0 and row i of G is 0.
-    for (int j = threadIdx.x; j < num; j += kThreads) { w[j] = 0; }
-    if (threadIdx.x == 0) { row_loss[i] = 0; }
-    return;
-  }
   max_all = BlockAllReduce(max_all, MaxOp());
   max_pos = BlockAllReduce(max_pos, MaxOp());
-  double sum_all = 0, sum_pos = 0;
-  for (int j = threadIdx.x; j < num; j += kThreads) {
-    const bool positive = labels[j] == label;
-    if (j != i && Kept(s[j], positive, ap_method, an_method, t_pos, t_neg,
-                       margin_ident, margin_diff)) {
-      sum_all += exp(s[j] - max_all);
-      if (positive) { sum_pos += exp(s[j] - max_pos); }
+  const bool finite = non_finite == 0;
+  const bool terms_to_sum = finite && num_pos > 0;  // the same for the block
+  // One exponential per kept pair, into the row; 0 for the pairs dropped.
+  double sum_neg = 0, sum_pos = 0;
+  if (terms_to_sum) {
+    for (int j = threadIdx.x; j < num; j += kThreads) {
+      const bool positive = labels[j] == label;
+      double e = 0;
+      if (j != i && Kept(s[j], positive, ap_method, an_method, t_pos, t_neg,
+                         margin_ident, margin_diff)) {
+        e = exp(s[j] - NPairExpShift(positive, max_all, max_pos));
+        if (positive) {
+          sum_pos += e;
+        } else {
+          sum_neg += e;
+        }
+      }
+      w[j] = e;
     }
+    sum_neg = BlockAllReduce(sum_neg, SumOp());
+    sum_pos = BlockAllReduce(sum_pos, SumOp());
   }
-  sum_all = BlockAllReduce(sum_all, SumOp());
-  sum_pos = BlockAllReduce(sum_pos, SumOp());
-  const double lse_all = max_all + log(sum_all);
-  const double lse_pos = max_pos + log(sum_pos);
-  if (threadIdx.x == 0) { row_loss[i] = lse_all - lse_pos; }
+  const NPairRowTerms terms = NPairRowTermsOf(finite, num_pos > 0, max_all,
+      max_pos, sum_neg, sum_pos);
+  if (threadIdx.x == 0) { row_loss[i] = terms.loss; }
+  // Each thread rescales the entries it wrote; a row with nothing to sum
+  // is terms' 0 or NaN throughout.
   for (int j = threadIdx.x; j < num; j += kThreads) {
-    const bool positive = labels[j] == label;
-    double v = 0;
-    if (j != i && Kept(s[j], positive, ap_method, an_method, t_pos, t_neg,
-                       margin_ident, margin_diff)) {
-      v = exp(s[j] - lse_all) - (positive ? exp(s[j] - lse_pos) : 0.0);
+    if (terms_to_sum) {
+      const bool positive = j != i && labels[j] == label;
+      w[j] *= positive ? terms.pos_scale : terms.neg_scale;
+    } else {
+      w[j] = terms.neg_scale;
     }
-    w[j] = v;
   }
 }
 
@@ -504,7 +458,7 @@ void RelativeThresholds_gpu(const int num, const Dtype* sim,
     return;
   }
   caffe_gpu_memset(sizeof(RadixState), 0, state);
-  const int top_shift = RadixKey<Dtype>::kBits - 8;
+  const int top_shift = NPairRadixKey<Dtype>::kBits - 8;
   for (int shift = top_shift; shift >= 0; shift -= 8) {
     // NOLINT_NEXT_LINE(whitespace/operators)
     BatchHistogram<Dtype><<<num, kThreads>>>(num, sim, labels, same_label,

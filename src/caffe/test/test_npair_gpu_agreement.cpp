@@ -4,13 +4,13 @@
 // Each test runs the same layer configuration in CPU and in GPU mode, on
 // separate blobs, and compares every top and the gradient.
 //
-// On a build without CUDA, or a machine without a CUDA device, each test says
-// why it is skipped and passes (this gtest has no GTEST_SKIP).
+// Built only into a CUDA build (CMakeLists.txt leaves it out of CPU_ONLY
+// ones); there, a machine without a usable CUDA device fails every test.
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdio>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -23,16 +23,11 @@
 
 #include "caffe/test/test_caffe_main.hpp"
 
-namespace caffe {
-
 #ifdef CPU_ONLY
+#error "the CPU-GPU agreement test needs a CUDA build (CAFFE_NPAIR_CUDA=ON)"
+#endif
 
-TEST(NPairGpuAgreementTest, SkippedInCpuOnlyBuild) {
-  printf("[  SKIPPED ] NPairGpuAgreementTest: a CPU_ONLY build has no GPU "
-         "path to compare (build with CAFFE_NPAIR_CUDA=ON)\n");
-}
-
-#else
+namespace caffe {
 
 namespace {
 
@@ -47,16 +42,6 @@ std::string NoGpuReason() {
   }
   return count > 0 ? "" : "no CUDA device";
 }
-
-#define SKIP_WITHOUT_GPU()                                                  \
-  do {                                                                      \
-    const std::string reason = NoGpuReason();                               \
-    if (!reason.empty()) {                                                  \
-      printf("[  SKIPPED ] %s: CPU-GPU agreement not checked\n",         \
-             reason.c_str());                                               \
-      return;                                                               \
-    }                                                                       \
-  } while (0)
 
 vector<bool> FeaturesOnly() {
   vector<bool> down(2, false);
@@ -88,6 +73,9 @@ template <typename Dtype>
 class NPairGpuAgreementTest : public ::testing::Test {
  protected:
   NPairGpuAgreementTest() : rng_state_(1701) {}
+  virtual void SetUp() {
+    ASSERT_EQ("", NoGpuReason()) << "CPU-GPU agreement needs a CUDA device";
+  }
   virtual void TearDown() { Caffe::set_mode(Caffe::CPU); }
 
   // A reproducible integer in [0, n), independent of Caffe's generators.
@@ -109,7 +97,7 @@ class NPairGpuAgreementTest : public ::testing::Test {
     }
   }
   // Continuous features of norm about 1: no ties, S rounded differently by
-  // the two GEMMs; only for minings that no rounding can flip (see caller).
+  // the two GEMMs (see TestGaussianFeatures for what that asks of a batch).
   void GaussianBatch(const int num, const int dim, const int classes) {
     GridBatch(num, dim, classes);
     for (int i = 0; i < features_.count(); ++i) {
@@ -118,6 +106,87 @@ class NPairGpuAgreementTest : public ::testing::Test {
       features_.mutable_cpu_data()[i] = std::sqrt(-2 * std::log(u)) *
           std::cos(2 * M_PI * v) / std::sqrt(static_cast<double>(dim));
     }
+  }
+
+  // How far the current batch is from a change in what LOCAL (or RAND)
+  // mining p keeps or in a Recall@K count, in similarity units: over every
+  // row, the smallest distance between a similarity that a rule compares and
+  // its threshold plus margin (the threshold's own similarity left out when
+  // the margin is 0: it is kept by its rule's equality on any path), and
+  // between the best positive and a negative. In double, from the features
+  // both paths get.
+  double ComparisonSlack(const NPairLossParameter& p) {
+    CHECK(p.ap_mining_region() == P::LOCAL && p.an_mining_region() == P::LOCAL)
+        << "batch-wide lists are not checked";
+    const int num = features_.shape(0), dim = features_.count(1);
+    const Dtype* x = features_.cpu_data();
+    const Dtype* y = labels_.cpu_data();
+    double slack = std::numeric_limits<double>::infinity();
+    for (int i = 0; i < num; ++i) {
+      vector<double> positives, negatives;
+      for (int j = 0; j < num; ++j) {
+        if (j == i) { continue; }
+        double s = 0;
+        for (int k = 0; k < dim; ++k) {
+          s += static_cast<double>(x[i * dim + k]) * x[j * dim + k];
+        }
+        (y[j] == y[i] ? positives : negatives).push_back(s);
+      }
+      if (!positives.empty()) {
+        const double best =
+            *std::max_element(positives.begin(), positives.end());
+        for (int m = 0; m < negatives.size(); ++m) {
+          slack = std::min(slack, std::fabs(negatives[m] - best));
+        }
+      }
+      slack = std::min(slack, RuleSlack(p.ap_mining_method(), p.identsn(),
+          p.margin_ident(), true, positives, negatives));
+      slack = std::min(slack, RuleSlack(p.an_mining_method(), p.diffsn(),
+          p.margin_diff(), false, negatives, positives));
+    }
+    return slack;
+  }
+  // One row's slack for the rule on its positives (or negatives): `kind`
+  // holds the similarities the rule keeps or drops, `other` the other kind.
+  static double RuleSlack(const P::MiningMethod method, const float sn,
+      const float margin, const bool positives, vector<double> kind,
+      const vector<double>& other) {
+    const double none = std::numeric_limits<double>::infinity();
+    if (method == P::RAND || kind.empty()) { return none; }
+    double threshold;
+    int own = -1;  // the threshold's own entry of `kind`, if it has one
+    if (NPairIsRelative(method)) {
+      std::sort(kind.begin(), kind.end());
+      own = NPairRelativePosition(kind.size(), sn);
+      threshold = kind[own];
+    } else if (other.empty()) {
+      return none;  // compared with an infinity
+    } else {
+      threshold = positives ? *std::max_element(other.begin(), other.end())
+                            : *std::min_element(other.begin(), other.end());
+    }
+    double slack = none;
+    for (int a = 0; a < kind.size(); ++a) {
+      if (a == own && margin == 0) { continue; }
+      slack = std::min(slack, std::fabs(kind[a] - (threshold + margin)));
+    }
+    return slack;
+  }
+  // The most the two paths' S can differ by: twice the float rounding bound
+  // of a dot product of length D, gamma_D |x_i| |x_j|.
+  double SimilarityRoundingBound() {
+    const int num = features_.shape(0), dim = features_.count(1);
+    const double u = std::numeric_limits<Dtype>::epsilon() / 2;
+    double largest = 0;
+    for (int i = 0; i < num; ++i) {
+      double norm2 = 0;
+      for (int k = 0; k < dim; ++k) {
+        norm2 += static_cast<double>(features_.cpu_data()[i * dim + k]) *
+                 features_.cpu_data()[i * dim + k];
+      }
+      largest = std::max(largest, norm2);
+    }
+    return 2 * (dim * u / (1 - dim * u)) * largest;
   }
 
   // Forward with 5 tops, then Backward with loss weight `weight`, in `mode`.
@@ -221,21 +290,18 @@ class NPairGpuAgreementTest : public ::testing::Test {
 TYPED_TEST_CASE(NPairGpuAgreementTest, TestDtypes);
 
 TYPED_TEST(NPairGpuAgreementTest, TestAllMiningsSmallBatch) {
-  SKIP_WITHOUT_GPU();
   this->GridBatch(37, 6, 5);
   this->ExpectAgreementForAllMinings();
 }
 
 // Rows longer than a block of 256 threads, 10 x 10 tiles of 32.
 TYPED_TEST(NPairGpuAgreementTest, TestAllMiningsRowsLongerThanABlock) {
-  SKIP_WITHOUT_GPU();
   this->GridBatch(300, 12, 11);
   this->ExpectAgreementForAllMinings();
 }
 
 // A batch-wide list of about a million pairs, ragged last tile.
 TYPED_TEST(NPairGpuAgreementTest, TestGlobalRelativeLargeBatch) {
-  SKIP_WITHOUT_GPU();
   this->GridBatch(1001, 16, 40);
   for (int variant = 0; variant < 4; ++variant) {
     this->ExpectAgreement(this->Mining(P::GLOBAL, P::RELATIVE_HARD,
@@ -247,7 +313,6 @@ TYPED_TEST(NPairGpuAgreementTest, TestGlobalRelativeLargeBatch) {
 
 // Edge batches: one sample, one class, all classes distinct, two samples.
 TYPED_TEST(NPairGpuAgreementTest, TestEdgeBatches) {
-  SKIP_WITHOUT_GPU();
   const int nums[] = {1, 8, 8, 2};
   const int classes[] = {1, 1, 1000, 2};
   for (int b = 0; b < 4; ++b) {
@@ -262,25 +327,88 @@ TYPED_TEST(NPairGpuAgreementTest, TestEdgeBatches) {
   }
 }
 
-// Continuous features: S differs between the paths by rounding, so only
-// minings that rounding cannot flip: RAND, and LOCAL relative ones with zero
-// margins (a row's order statistic has neighbours far apart compared with
-// float rounding; a batch-wide list of 10^5 pairs would not).
+// Continuous features: the two paths' S differ by rounding, so a mining
+// comparison or a Recall@K count within that rounding of flipping could
+// rightly differ between them. Every batch is checked (ComparisonSlack) and
+// redrawn until every comparison these minings make, and every Recall@K
+// count, is at least 8 times the most the two S can differ by: more than
+// 1e-4 here, where the float32 rounding is about 1e-5 at worst. That is why
+// the batch is small and the lists LOCAL: the neighbours of an order
+// statistic come closer than float rounding in rows of hundreds (a row of
+// 512 had two negatives at the RELATIVE_EASY threshold 5.6e-8 apart) and in
+// a batch-wide list of N (N - 1) pairs.
 TYPED_TEST(NPairGpuAgreementTest, TestGaussianFeatures) {
-  SKIP_WITHOUT_GPU();
-  this->GaussianBatch(513, 64, 30);
-  NPairLossParameter p;
-  this->ExpectAgreement(p);
-  p.set_ap_mining_method(P::RELATIVE_HARD);
-  p.set_an_mining_method(P::RELATIVE_EASY);
-  p.set_identsn(1);
-  p.set_diffsn(-0.25f);
-  this->ExpectAgreement(p);
+  NPairLossParameter minings[3];
+  minings[1].set_ap_mining_method(P::RELATIVE_HARD);
+  minings[1].set_an_mining_method(P::RELATIVE_EASY);
+  minings[1].set_identsn(1);
+  minings[1].set_diffsn(-0.25f);
+  minings[2].set_ap_mining_method(P::HARD);
+  minings[2].set_an_mining_method(P::EASY);
+  minings[2].set_margin_ident(0.125f);
+  minings[2].set_margin_diff(-0.05f);
+  for (int draw = 0; ; ++draw) {
+    ASSERT_LT(draw, 100) << "no batch kept its comparisons clear of rounding";
+    this->GaussianBatch(128, 32, 8);
+    double slack = std::numeric_limits<double>::infinity();
+    for (int m = 0; m < 3; ++m) {
+      slack = std::min(slack, this->ComparisonSlack(minings[m]));
+    }
+    if (slack > 8 * this->SimilarityRoundingBound()) { break; }
+  }
+  for (int m = 0; m < 3; ++m) { this->ExpectAgreement(minings[m]); }
+}
+
+// NaN labels on the grid: a NaN-labelled sample has no positive and is never
+// its own negative, on either path.
+TYPED_TEST(NPairGpuAgreementTest, TestNaNLabels) {
+  this->GridBatch(300, 8, 9);
+  for (int i = 0; i < 300; i += 7) {
+    this->labels_.mutable_cpu_data()[i] =
+        std::numeric_limits<TypeParam>::quiet_NaN();
+  }
+  this->ExpectAgreementForAllMinings();
+}
+
+// A NaN or an infinity in the features makes the loss NaN on both paths, for
+// every mining, and shows in the gradient.
+TYPED_TEST(NPairGpuAgreementTest, TestNonFiniteFeaturesGiveNaN) {
+  typedef TypeParam Dtype;
+  typedef std::numeric_limits<Dtype> Limits;
+  const Dtype values[] = {Limits::quiet_NaN(), Limits::infinity(),
+                          -Limits::infinity()};
+  for (int v = 0; v < 3; ++v) {
+    this->GridBatch(40, 4, 5);
+    this->features_.mutable_cpu_data()[13] = values[v];
+    for (int m = 0; m < 100; ++m) {
+      const P::MiningRegion regions[] = {P::LOCAL, P::GLOBAL};
+      const P::MiningMethod methods[] = {P::HARD, P::EASY, P::RAND,
+                                         P::RELATIVE_HARD, P::RELATIVE_EASY};
+      LayerParameter param;
+      param.mutable_npair_loss_param()->CopyFrom(this->Mining(
+          regions[m / 50], methods[m / 10 % 5], regions[m / 5 % 2],
+          methods[m % 5], m));
+      SCOPED_TRACE(param.npair_loss_param().ShortDebugString());
+      for (int gpu = 0; gpu < 2; ++gpu) {
+        const Outputs<Dtype> out =
+            this->RunNPair(gpu ? Caffe::GPU : Caffe::CPU, param, Dtype(1));
+        EXPECT_TRUE(std::isnan(out.tops[0])) << (gpu ? "GPU" : "CPU");
+        bool nan_gradient = false;
+        for (int i = 0; i < out.grad.size(); ++i) {
+          nan_gradient |= std::isnan(out.grad[i]);
+        }
+        EXPECT_TRUE(nan_gradient) << (gpu ? "GPU" : "CPU");
+      }
+    }
+  }
 }
 
 template <typename Dtype>
 class L2NormalizeGpuAgreementTest : public ::testing::Test {
  protected:
+  virtual void SetUp() {
+    ASSERT_EQ("", NoGpuReason()) << "CPU-GPU agreement needs a CUDA device";
+  }
   virtual void TearDown() { Caffe::set_mode(Caffe::CPU); }
 
   // Forward and Backward (top diff = top_diff) in `mode`; in_place makes
@@ -308,7 +436,6 @@ TYPED_TEST_CASE(L2NormalizeGpuAgreementTest, TestDtypes);
 
 TYPED_TEST(L2NormalizeGpuAgreementTest, TestForwardBackward) {
   typedef TypeParam Dtype;
-  SKIP_WITHOUT_GPU();
   Caffe::set_random_seed(1701);
   const double tol = sizeof(Dtype) == 4 ? 1e-5 : 1e-12;
   // 3 x 7 x 11 = 231 values a sample, and 2 x 300 = 600, longer than a block.
@@ -340,7 +467,5 @@ TYPED_TEST(L2NormalizeGpuAgreementTest, TestForwardBackward) {
     }
   }
 }
-
-#endif  // CPU_ONLY
 
 }  // namespace caffe
