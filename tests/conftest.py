@@ -1,8 +1,8 @@
 """Shared fixtures for the N-pair tests.
 
-- python/ on sys.path, and npair_loss_pb2 compiled from proto/ with protoc when the
-  build's copy (build/python, on PYTHONPATH after `source build/env.sh`) is absent, so
-  the fallback's math tests run without a build.
+- python/ on sys.path, and npair_loss.npair_loss_pb2 compiled from proto/ with protoc
+  when the build's copy (build/python/npair_loss, on PYTHONPATH after
+  `source build/env.sh`) is absent, so the fallback's math tests run without a build.
 - `caffe`: pycaffe on CPU, or a skip saying why; `cpp_layer`: the same, also skipping
   when this pycaffe has no C++ NPairMultiClassLoss.
 - `npair_cases`: random batches kept away from selection thresholds and Recall@K ties
@@ -36,17 +36,20 @@ MARGINS = (0.0, 0.05, -0.05, 0.2, -0.3)
 
 
 def _ensure_pb2(tmp_dir):
+    import npair_loss
     try:
-        importlib.import_module('npair_loss_pb2')
+        importlib.import_module('npair_loss.npair_loss_pb2')
         return
     except ImportError:
         pass
     protoc = shutil.which('protoc')
     if protoc is None:
         return          # the tests that need it fail with params.py's own message
-    subprocess.run([protoc, '-I', os.path.join(ROOT, 'proto'), f'--python_out={tmp_dir}',
+    out = tmp_dir / 'npair_loss'
+    out.mkdir()
+    subprocess.run([protoc, '-I', os.path.join(ROOT, 'proto'), f'--python_out={out}',
                     os.path.join(ROOT, 'proto', 'npair_loss.proto')], check=True)
-    sys.path.append(str(tmp_dir))
+    npair_loss.__path__.append(str(out))
 
 
 @pytest.fixture(scope='session', autouse=True)

@@ -244,8 +244,8 @@ def test_non_finite_floats_are_rejected(field, value):
 
 
 def test_missing_pb2_says_how_to_make_it(monkeypatch):
-    monkeypatch.setitem(sys.modules, 'npair_loss_pb2', None)
-    with pytest.raises(ImportError, match='protoc -I proto --python_out'):
+    monkeypatch.setitem(sys.modules, 'npair_loss.npair_loss_pb2', None)
+    with pytest.raises(ImportError, match=r'pip install \./python'):
         npair_params.parse_param_str('')
 
 
