@@ -3,8 +3,10 @@
 - python/ on sys.path, and npair_loss.npair_loss_pb2 compiled from proto/ with protoc
   when the build's copy (build/python/npair_loss, on PYTHONPATH after
   `source build/env.sh`) is absent, so the fallback's math tests run without a build.
-- `caffe`: pycaffe on CPU, or a skip saying why; `cpp_layer`: the same, also skipping
-  when this pycaffe has no C++ NPairMultiClassLoss.
+- `caffe`: pycaffe on CPU; `cpp_layer`: the same, with the C++ NPairMultiClassLoss;
+  `caffe_tool`: the `caffe` command. Each skips, saying why, when it is missing, unless
+  NPAIR_REQUIRE_PYCAFFE=1 (scripts/test.sh sets it): then a missing or broken pycaffe
+  or `caffe` fails the whole run before any test starts, and never skips a test.
 - `npair_cases`: random batches kept away from selection thresholds and Recall@K ties
   (where float and double may rightly disagree), checked against tests/npair_reference.
 """
@@ -35,6 +37,44 @@ SN_VALUES = (0.0, -0.0, 1.0, 2.5, 7.0, 1e30, -0.05, -0.3, -0.5, -1.0, -2.0, -1e3
 MARGINS = (0.0, 0.05, -0.05, 0.2, -0.3)
 
 
+PYCAFFE_REQUIRED = os.environ.get('NPAIR_REQUIRE_PYCAFFE') == '1'
+# What the tests need of the fork's pycaffe: the two C++ layers and the Python layer.
+PYCAFFE_LAYERS = ('NPairMultiClassLoss', 'L2Normalize', 'Python')
+
+
+def pycaffe_problem():
+    """Why the fork's pycaffe and `caffe` cannot be used here, or None."""
+    try:
+        import caffe
+        registered = set(caffe.layer_type_list())
+    except Exception as e:  # noqa: BLE001 (a broken build raises anything at import)
+        return f'pycaffe does not import ({type(e).__name__}: {e})'
+    missing = [name for name in PYCAFFE_LAYERS if name not in registered]
+    if missing:
+        return f'the pycaffe at {caffe.__file__} has no {", ".join(missing)} layer (not the fork?)'
+    if shutil.which('caffe') is None:
+        return '`caffe` is not on PATH'
+    return None
+
+
+def pytest_sessionstart(session):
+    """Under NPAIR_REQUIRE_PYCAFFE=1 a missing or broken pycaffe is an error of the run,
+    found before any test could skip for want of it."""
+    if PYCAFFE_REQUIRED:
+        problem = pycaffe_problem()
+        if problem is not None:
+            raise pytest.UsageError(
+                f'NPAIR_REQUIRE_PYCAFFE=1: {problem}. Build the fork (scripts/build.sh), then '
+                '`source build/env.sh`.')
+
+
+def _unavailable(reason):
+    """Skip the test, or fail it when pycaffe is required."""
+    if PYCAFFE_REQUIRED:
+        pytest.fail(f'{reason} (NPAIR_REQUIRE_PYCAFFE=1)')
+    pytest.skip(reason)
+
+
 def _ensure_pb2(tmp_dir):
     import npair_loss
     try:
@@ -59,11 +99,11 @@ def npair_loss_pb2_importable(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def caffe():
-    """pycaffe in CPU mode; skips when it is not importable."""
+    """pycaffe in CPU mode."""
     try:
         import caffe
     except ImportError as e:
-        pytest.skip(f'pycaffe not importable ({e}): build the fork, then `source build/env.sh`')
+        _unavailable(f'pycaffe not importable ({e}): build the fork, then `source build/env.sh`')
     caffe.set_mode_cpu()
     return caffe
 
@@ -72,8 +112,17 @@ def caffe():
 def cpp_layer(caffe):
     """pycaffe with the C++ NPairMultiClassLoss layer registered."""
     if 'NPairMultiClassLoss' not in list(caffe.layer_type_list()):
-        pytest.skip('this pycaffe has no NPairMultiClassLoss layer (not the fork?)')
+        _unavailable('this pycaffe has no NPairMultiClassLoss layer (not the fork?)')
     return caffe
+
+
+@pytest.fixture(scope='session')
+def caffe_tool():
+    """The path of the `caffe` command."""
+    path = shutil.which('caffe')
+    if path is None:
+        _unavailable('`caffe` is not on PATH (build the fork, then `source build/env.sh`)')
+    return path
 
 
 class Case:
