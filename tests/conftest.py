@@ -7,6 +7,9 @@
   `caffe_tool`: the `caffe` command. Each skips, saying why, when it is missing, unless
   NPAIR_REQUIRE_PYCAFFE=1 (scripts/test.sh sets it): then a missing or broken pycaffe
   or `caffe` fails the whole run before any test starts, and never skips a test.
+- The usage block, docs/usage_block.prototxt (the original definition's example,
+  verbatim): `usage_block` (its text), `usage_params` (its npair_loss_param, parsed),
+  `usage_param_str` (that block as a param_str for the fallback).
 - `npair_cases`: random batches kept away from selection thresholds and Recall@K ties
   (where float and double may rightly disagree), checked against tests/npair_reference.
 """
@@ -216,46 +219,11 @@ def _top_names(ntop):
     return ['loss'] + [f'R@{K}' for K in ref.RECALL_KS[:ntop - 2]] + ['feature_asum']
 
 
-# The seed's usage block (shared/seeds/000_*.txt), verbatim, comments included.
-USAGE_BLOCK = '''
-layer {
-    bottom: "pool5/7x7_s1"
-    name: "loss3/pool5/7x7_s1/norm"
-    type: "L2Normalize"
-    top: "loss3/pool5/7x7_s1/norm"
-}
-layer {
-    bottom: "loss3/pool5/7x7_s1/norm"
-    #bottom: "pool5/7x7_s1"
-    bottom: "label_type_mb"
-    name: "loss3/type_mb"
-    type: "NPairMultiClassLoss"
-    top: "loss3/type_npair_mc"
-    top: "loss3/type_npair_mc_retrieve_top1"
-    top: "loss3/type_npair_mc_retrieve_top5"
-    top: "loss3/type_npair_mc_retrieve_top10"
-    top: "loss3/feature_asum"
-    loss_weight: 1
-    loss_weight: 1
-    loss_weight: 1
-    loss_weight: 1
-    loss_weight: 1
-    npair_loss_param {
-        margin_ident: 0.0
-        margin_diff: -0.05
-        identsn: -0.0
-        diffsn: -0.3 #对于绝对选择来说该项无效
-        ap_mining_region: GLOBAL
-        ap_mining_method: RELATIVE_HARD
-        an_mining_region: LOCAL
-        an_mining_method: HARD # RELATIVE_HARD
-    }
-    #loss_weight: 1
-    #include {
-    #    phase: TRAIN
-    #}
-} 
-'''
+# The usage block of the layer's original definition, verbatim (comments included): the
+# one copy that tests and docs read.
+USAGE_BLOCK_FILE = os.path.join(ROOT, 'docs', 'usage_block.prototxt')
+with open(USAGE_BLOCK_FILE, encoding='utf-8') as _f:
+    USAGE_BLOCK = _f.read()
 
 # The usage block's npair_loss_param body, comments included: a param_str for the fallback.
 USAGE_PARAM_STR = USAGE_BLOCK.split('npair_loss_param {', 1)[1].split('}', 1)[0]
@@ -263,5 +231,21 @@ USAGE_PARAM_STR = USAGE_BLOCK.split('npair_loss_param {', 1)[1].split('}', 1)[0]
 
 @pytest.fixture(scope='session')
 def usage_block():
-    """The seed's usage block, as written (L2Normalize and NPairMultiClassLoss layers)."""
+    """The usage block, as written (L2Normalize and NPairMultiClassLoss layers)."""
     return USAGE_BLOCK
+
+
+@pytest.fixture(scope='session')
+def usage_param_str():
+    """The usage block's npair_loss_param as a param_str for the fallback."""
+    return USAGE_PARAM_STR
+
+
+@pytest.fixture(scope='session')
+def usage_params():
+    """The usage block's npair_loss_param as ref.Params, floats as the float32 values that
+    the proto holds."""
+    from google.protobuf import text_format
+    from npair_loss.params import message_class
+
+    return ref.params_from_message(text_format.Parse(USAGE_PARAM_STR, message_class()()))
