@@ -40,6 +40,7 @@ caffe = pytest.importorskip('caffe', reason='pycaffe not importable: source buil
 h5py = pytest.importorskip('h5py')
 
 from caffe.proto import caffe_pb2  # noqa: E402
+from conftest import USAGE_PARAM_STR  # noqa: E402
 
 CAFFE = shutil.which('caffe')
 needs_caffe_tool = pytest.mark.skipif(
@@ -61,9 +62,7 @@ layer { name: "loss" type: "NPairMultiClassLoss" bottom: "embed_norm" bottom: "l
   top: "npair_loss" top: "retrieve_top1" top: "retrieve_top5" top: "retrieve_top10"
   top: "feature_asum"
   loss_weight: 1 loss_weight: 0 loss_weight: 0 loss_weight: 0 loss_weight: 0
-  npair_loss_param { margin_ident: 0.0 margin_diff: -0.05 identsn: -0.0 diffsn: -0.3
-    ap_mining_region: GLOBAL ap_mining_method: RELATIVE_HARD
-    an_mining_region: LOCAL an_mining_method: HARD } }
+  npair_loss_param {''' + USAGE_PARAM_STR + '''} }
 '''
 
 SOLVER = '''net: "net.prototxt"
