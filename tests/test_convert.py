@@ -1,6 +1,6 @@
 """npair_loss.convert: C++ NPairMultiClassLoss layers <-> the Python fallback, on the
-seed's usage block and on a whole net; everything but the converted layers' type and
-parameter block is left as it was."""
+usage block and on a whole net; everything but the converted layers' type and parameter
+block is left as it was. (Its command-line errors: tests/test_cli.py.)"""
 import re
 
 import pytest
@@ -155,9 +155,11 @@ def test_layer_without_parameters_gets_defaults():
     assert npair_params_of(py) == ref.Params()
 
 
-def test_bad_parameters_are_an_error():
-    with pytest.raises(text_format.ParseError, match='margin_dif'):
-        convert.convert(NET.replace('margin_diff: -0.1', 'margin_dif: -0.1'), 'python')
+def test_bad_parameters_are_an_error_at_their_place():
+    text = NET.replace('margin_diff: -0.1', 'margin_dif: -0.1')
+    with pytest.raises(convert.PrototxtError, match='margin_dif') as e:
+        convert.convert(text, 'python')
+    assert text[e.value.offset:].startswith('margin_dif: -0.1')
 
 
 def test_command_line(tmp_path, capsys):

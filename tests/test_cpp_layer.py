@@ -1,4 +1,4 @@
-"""The C++ NPairMultiClassLoss and L2Normalize layers through pycaffe: the seed's usage
+"""The C++ NPairMultiClassLoss and L2Normalize layers through pycaffe: the usage
 block as written, outputs against the float64 reference, NetSpec, agreement with the Python
 fallback, and the usage block converted to the fallback."""
 import itertools
@@ -19,9 +19,6 @@ from npair_loss import convert  # noqa: E402
 NORM, LOSS_TOPS = 'loss3/pool5/7x7_s1/norm', [
     'loss3/type_npair_mc', 'loss3/type_npair_mc_retrieve_top1', 'loss3/type_npair_mc_retrieve_top5',
     'loss3/type_npair_mc_retrieve_top10', 'loss3/feature_asum']
-USAGE_PARAMS = ref.Params(margin_ident=0.0, margin_diff=-0.05, identsn=-0.0, diffsn=-0.3,
-                          ap_mining_region='GLOBAL', ap_mining_method='RELATIVE_HARD',
-                          an_mining_region='LOCAL', an_mining_method='HARD')
 EPS = 1e-12      # L2Normalize's
 
 
@@ -84,10 +81,10 @@ def unnormalized(case, rng):
 
 
 def test_usage_block_runs_as_written(usage_block, make_net, npair_cases,
-                                     assert_matches_reference):
+                                     assert_matches_reference, usage_params):
     rng = np.random.default_rng(2024)
     N, C = 16, 8
-    case = npair_cases.case(rng, USAGE_PARAMS, N=N, D=C, classes=5)
+    case = npair_cases.case(rng, usage_params, N=N, D=C, classes=5)
     net = make_net(usage_net_text(usage_block, N, C))
     assert [net.blob_loss_weights[t] for t in LOSS_TOPS] == [1.0] * 5
     x = unnormalized(case, rng)
@@ -105,7 +102,7 @@ def test_usage_block_runs_as_written(usage_block, make_net, npair_cases,
 
 
 def test_usage_block_with_dummy_data(usage_block, cpp_layer, make_net, npair_cases,
-                                     assert_matches_reference):
+                                     assert_matches_reference, usage_params):
     N, C = 12, 6
     net = make_net(usage_net_text(usage_block, N, C, features='DummyData'))
     labels = np.repeat(np.arange(4), 3).astype(np.float32)
@@ -114,12 +111,12 @@ def test_usage_block_with_dummy_data(usage_block, cpp_layer, make_net, npair_cas
         cpp_layer.set_random_seed(seed)
         net.forward()
         X = net.blobs[NORM].data.reshape(N, C).copy()
-        if min(ref.boundary_gap(X, labels, USAGE_PARAMS), ref.recall_gap(X, labels)) > 1e-3:
+        if min(ref.boundary_gap(X, labels, usage_params), ref.recall_gap(X, labels)) > 1e-3:
             break
     else:
         pytest.fail('no DummyData batch away from the selection thresholds')
     net.backward()
-    case = npair_cases.of(X, labels, USAGE_PARAMS)
+    case = npair_cases.of(X, labels, usage_params)
     assert_matches_reference(case, [float(net.blobs[t].data) for t in LOSS_TOPS],
                              net.blobs[NORM].diff)
 
@@ -164,7 +161,7 @@ def test_empty_cases(labels, make_net, npair_cases, assert_matches_reference):
     assert_matches_reference(case, [float(net.blobs[t].data) for t in tops])
 
 
-def test_netspec_writes_the_layer_and_it_parses_back(cpp_layer, make_net):
+def test_netspec_writes_the_layer_and_it_parses_back(cpp_layer, make_net, usage_params):
     from caffe import layers as L, params as P
     from caffe.proto import caffe_pb2
     from google.protobuf import text_format
@@ -172,17 +169,15 @@ def test_netspec_writes_the_layer_and_it_parses_back(cpp_layer, make_net):
     n = cpp_layer.NetSpec()
     n.feat, n.label = L.Input(shape=[dict(dim=[8, 4]), dict(dim=[8])], ntop=2)
     n.loss, n.r1, n.r5, n.r10, n.asum = L.NPairMultiClassLoss(
-        n.feat, n.label, ntop=5, npair_loss_param=dict(
-            margin_ident=0.0, margin_diff=-0.05, identsn=-0.0, diffsn=-0.3,
-            ap_mining_region=P.NPairLoss.GLOBAL, ap_mining_method=P.NPairLoss.RELATIVE_HARD,
-            an_mining_region=P.NPairLoss.LOCAL, an_mining_method=P.NPairLoss.HARD))
+        n.feat, n.label, ntop=5, npair_loss_param={  # enums as NetSpec's numbers
+            name: getattr(P.NPairLoss, value) if isinstance(value, str) else value
+            for name, value in usage_params._asdict().items()})
     text = str(n.to_proto())
     assert 'type: "NPairMultiClassLoss"' in text and 'npair_loss_param {' in text
     parsed = text_format.Parse(text, caffe_pb2.NetParameter())
     layer = [x for x in parsed.layer if x.type == 'NPairMultiClassLoss'][0]
     assert list(layer.top) == ['loss', 'r1', 'r5', 'r10', 'asum']
-    assert ref.params_from_message(layer.npair_loss_param) == USAGE_PARAMS._replace(
-        margin_diff=ref.f32(-0.05), diffsn=ref.f32(-0.3))
+    assert ref.params_from_message(layer.npair_loss_param) == usage_params
     net = make_net(text)
     net.blobs['feat'].data[...] = np.random.default_rng(0).normal(size=(8, 4))
     net.blobs['label'].data[...] = np.repeat(np.arange(4), 2)
@@ -230,10 +225,10 @@ def test_cpp_and_python_layers_agree(seed, ntop, cpp_layer, tmp_path_factory, np
 
 
 def test_usage_block_converted_to_the_fallback_gives_the_same_numbers(
-        usage_block, make_net, npair_cases):
+        usage_block, make_net, npair_cases, usage_params):
     rng = np.random.default_rng(77)
     N, C = 16, 8
-    case = npair_cases.case(rng, USAGE_PARAMS, N=N, D=C, classes=5)
+    case = npair_cases.case(rng, usage_params, N=N, D=C, classes=5)
     x = unnormalized(case, rng).reshape(N, C, 1, 1)
     cpp_text = usage_net_text(usage_block, N, C)
     py_text, names = convert.convert(cpp_text, 'python')
@@ -254,13 +249,13 @@ def test_usage_block_converted_to_the_fallback_gives_the_same_numbers(
     assert np.abs(cpp_grad - py_grad).max() <= 1e-3 * np.abs(cpp_grad).max()
 
 
-def test_gradcheck_of_the_usage_block(usage_block, tmp_path, capsys, npair_cases):
+def test_gradcheck_of_the_usage_block(usage_block, tmp_path, capsys, npair_cases, usage_params):
     """npair_loss.gradcheck through L2Normalize into the C++ layer, from the command line:
     the monitors (loss_weight 1 each) are left out of the objective."""
     from npair_loss import gradcheck
     rng = np.random.default_rng(5)
     N, C = 8, 3
-    case = npair_cases.case(rng, USAGE_PARAMS, N=N, D=C, classes=3)
+    case = npair_cases.case(rng, usage_params, N=N, D=C, classes=3)
     (tmp_path / 'net.prototxt').write_text(usage_net_text(usage_block, N, C), encoding='utf-8')
     np.savez(tmp_path / 'in.npz', **{'pool5/7x7_s1': unnormalized(case, rng).reshape(N, C, 1, 1),
                                      'label_type_mb': case.labels})

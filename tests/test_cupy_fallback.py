@@ -80,12 +80,12 @@ def test_every_rule_pair_on_the_grid(ap, dtype, rtol, npair_cases):
 
 @pytest.mark.parametrize('params', [
     ref.Params(),
-    ref.Params(margin_diff=-0.05, identsn=-0.0, diffsn=-0.3, ap_mining_region='GLOBAL',
-               ap_mining_method='RELATIVE_HARD', an_mining_method='HARD'),
+    'usage',
     ref.Params(identsn=2.0, diffsn=-0.25, ap_mining_region='GLOBAL',
                ap_mining_method='RELATIVE_EASY', an_mining_region='GLOBAL',
                an_mining_method='RELATIVE_HARD')], ids=['defaults', 'usage', 'global-relative'])
-def test_large_batch_on_the_grid(params):
+def test_large_batch_on_the_grid(params, usage_params):
+    params = usage_params if params == 'usage' else params      # the usage block's
     rng = np.random.default_rng(17)
     X, labels = grid_batch(rng, 700, 16, 40, np.float32)
     assert_paths_agree(X, labels, params, 1e-5)

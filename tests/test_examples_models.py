@@ -1,7 +1,5 @@
-"""The example models: the GoogLeNet N-pair definition runs under `caffe time`
-with no data and no weights, its head is the seed's usage block verbatim, and
-the digits nets train for a few iterations and load in pycaffe."""
-import glob
+"""The example models: the digits nets train for a few iterations and load in pycaffe.
+(GoogLeNet's N-pair definition is checked in tests/test_usage_block.py.)"""
 import os
 import re
 import shutil
@@ -13,7 +11,6 @@ import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.join(ROOT, "python"))
-GOOGLENET = os.path.join(ROOT, "models", "googlenet_npair", "train_val.prototxt")
 DIGITS = os.path.join(ROOT, "models", "digits")
 CAFFE = shutil.which("caffe")
 needs_caffe = pytest.mark.skipif(CAFFE is None, reason="`caffe` is not on PATH "
@@ -26,24 +23,6 @@ def run_caffe(args, cwd, timeout=300):
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert p.returncode == 0, p.stdout[-3000:]
     return p.stdout
-
-
-def test_googlenet_head_is_the_usage_block_verbatim():
-    seeds = glob.glob(os.path.join(ROOT, "..", "shared", "seeds", "000_*.txt"))
-    if not seeds:
-        pytest.skip("the project's shared/seeds/ is not beside the repository")
-    text = open(seeds[0], encoding="utf-8").read()
-    usage = re.search(r"USAGE\n```\n(.*?)```", text, re.S).group(1).strip("\n")
-    model = open(GOOGLENET, encoding="utf-8").read()
-    assert usage in model
-    assert model.rstrip().endswith(usage.rstrip())
-
-
-@needs_caffe
-def test_googlenet_npair_caffe_time():
-    out = run_caffe(["time", "-model", GOOGLENET, "-iterations", "2"], cwd=ROOT)
-    assert "Average Forward-Backward" in out
-    assert "loss3/type_mb" in out
 
 
 @needs_caffe

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import npair_reference as ref
-from conftest import USAGE_PARAM_STR
 from npair_loss import npair_math, params as npair_params
 
 ALL_RULES = list(itertools.product(ref.REGIONS, ref.METHODS))
@@ -213,11 +212,9 @@ def test_defaults_are_the_protos():
     assert p == as_layer_params(ref.Params())
 
 
-def test_usage_block_parameters_parse_with_comments():
-    p = npair_params.parse_param_str(USAGE_PARAM_STR)
-    assert p == as_layer_params(ref.Params(
-        margin_diff=-0.05, identsn=-0.0, diffsn=-0.3, ap_mining_region='GLOBAL',
-        ap_mining_method='RELATIVE_HARD', an_mining_method='HARD'))
+def test_usage_block_parameters_parse_with_comments(usage_param_str, usage_params):
+    p = npair_params.parse_param_str(usage_param_str)
+    assert p == as_layer_params(usage_params)
     assert math.copysign(1.0, p.identsn) == -1.0
     assert p.margin_diff == float(np.float32(-0.05)) != -0.05
 
@@ -244,8 +241,8 @@ def test_non_finite_floats_are_rejected(field, value):
 
 
 def test_missing_pb2_says_how_to_make_it(monkeypatch):
-    monkeypatch.setitem(sys.modules, 'npair_loss_pb2', None)
-    with pytest.raises(ImportError, match='protoc -I proto --python_out'):
+    monkeypatch.setitem(sys.modules, 'npair_loss.npair_loss_pb2', None)
+    with pytest.raises(ImportError, match=r'pip install \./python'):
         npair_params.parse_param_str('')
 
 

@@ -3,6 +3,7 @@ reference, gradient checks with npair_loss.gradcheck, errors at set-up, and the 
 pycaffe patches it relies on (iterating bottom/top, caffe.get_mode)."""
 import numpy as np
 import pytest
+from google.protobuf import text_encoding
 
 import npair_reference as ref
 from conftest import Cases
@@ -86,12 +87,10 @@ def test_labels_never_get_a_diff(make_net, npair_cases):
     assert np.abs(net.blobs['feat'].diff).max() > 0
 
 
-def test_usage_block_configuration(make_net, npair_cases, assert_matches_reference):
-    params = ref.Params(margin_diff=-0.05, identsn=-0.0, diffsn=-0.3, ap_mining_region='GLOBAL',
-                        ap_mining_method='RELATIVE_HARD', an_mining_method='HARD')
-    param_str = ('margin_ident: 0.0 margin_diff: -0.05 identsn: -0.0 '
-                 'diffsn: -0.3 #对于绝对选择来说该项无效\\n ap_mining_region: GLOBAL '
-                 'ap_mining_method: RELATIVE_HARD an_mining_region: LOCAL an_mining_method: HARD')
+def test_usage_block_configuration(make_net, npair_cases, assert_matches_reference,
+                                   usage_params, usage_param_str):
+    params = usage_params
+    param_str = text_encoding.CEscape(usage_param_str, as_utf8=True)
     rng = np.random.default_rng(21)
     case = npair_cases.case(rng, params, N=12, D=8, classes=4)
     net = make_net(net_text(12, 8, params, weights=[1] * 5, param_str=param_str))

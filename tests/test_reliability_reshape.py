@@ -14,13 +14,10 @@ import npair_reference as ref
 
 caffe = pytest.importorskip('caffe', reason='pycaffe not importable: source build/env.sh')
 
-from test_cpp_layer import USAGE_PARAMS  # noqa: E402
-
 D = 5
 TOPS = ['loss', 'r1', 'r5', 'r10', 'asum']
 SIZES = [8, 3, 20, 1, 8, 64, 2, 8]        # grows, shrinks, 1, and back to 8 twice
-PARAMS = {'usage': USAGE_PARAMS,
-          'relative-local': ref.Params(ap_mining_method='RELATIVE_EASY', identsn=-0.5,
+PARAMS = {'relative-local': ref.Params(ap_mining_method='RELATIVE_EASY', identsn=-0.5,
                                        an_mining_method='RELATIVE_HARD', diffsn=1.0,
                                        margin_diff=0.05),
           'easy-global': ref.Params(ap_mining_region='GLOBAL', ap_mining_method='EASY',
@@ -97,10 +94,10 @@ def assert_identical(a, b, what, asum_rtol=0.0):
 
 
 @pytest.mark.parametrize('layer_type', ['cpp', 'python'])
-@pytest.mark.parametrize('config', PARAMS)
+@pytest.mark.parametrize('config', ['usage', *PARAMS])
 def test_batch_size_changes(layer_type, config, make_net, cpp_layer, npair_cases,
-                            assert_matches_reference):
-    params = PARAMS[config]
+                            assert_matches_reference, usage_params):
+    params = usage_params if config == 'usage' else PARAMS[config]
     cases = cases_for(SIZES, params, npair_cases, seed=len(config))
     net = make_net(SIZES[0], params, layer_type)
     first = {}
@@ -125,9 +122,9 @@ def test_batch_size_changes(layer_type, config, make_net, cpp_layer, npair_cases
 
 
 @pytest.mark.parametrize('layer_type', ['cpp', 'python'])
-def test_same_input_twice_in_a_row(layer_type, make_net, cpp_layer, npair_cases):
-    case = cases_for([16], USAGE_PARAMS, npair_cases, seed=3)[16]
-    net = make_net(16, USAGE_PARAMS, layer_type)
+def test_same_input_twice_in_a_row(layer_type, make_net, cpp_layer, npair_cases, usage_params):
+    case = cases_for([16], usage_params, npair_cases, seed=3)[16]
+    net = make_net(16, usage_params, layer_type)
     once = run(net, case)
     assert_identical(once, run(net, case), 'the same input twice differs')
     net.reshape()                           # a reshape to the same shape changes nothing
@@ -154,11 +151,11 @@ def away_from_thresholds(X, labels, params):
     return ref.boundary_gap(X, labels, params) >= gap and ref.recall_gap(X, labels) >= gap
 
 
-def test_solver_test_net_with_another_batch_size(cpp_layer, tmp_path):
+def test_solver_test_net_with_another_batch_size(cpp_layer, tmp_path, usage_params):
     """TRAIN batches of 10 and TEST batches of 6 in one solver, alternating: each net's
     outputs match the reference on its own batch, every time."""
     (tmp_path / 'net.prototxt').write_text(SOLVER_NET.format(
-        train=10, test=6, params=ref.to_text(USAGE_PARAMS)))
+        train=10, test=6, params=ref.to_text(usage_params)))
     (tmp_path / 'solver.prototxt').write_text(
         f'net: "{tmp_path / "net.prototxt"}" test_iter: 1 test_interval: 1000000 '
         'test_initialization: false base_lr: 0.1 lr_policy: "fixed" momentum: 0.9 '
@@ -178,8 +175,8 @@ def test_solver_test_net_with_another_batch_size(cpp_layer, tmp_path):
             labels = net.blobs['label'].data.copy()
             values = [float(net.blobs[t].data) for t in ('loss', 'r1', 'r5', 'r10', 'asum')]
             assert all(np.isfinite(values)), values
-            if away_from_thresholds(X, labels, USAGE_PARAMS):
-                want = ref.top_values(ref.evaluate(X, labels, USAGE_PARAMS), 5)
+            if away_from_thresholds(X, labels, usage_params):
+                want = ref.top_values(ref.evaluate(X, labels, usage_params), 5)
                 assert values == pytest.approx(want, rel=1e-4, abs=1e-6), (step, N)
                 checked += 1
         solver.step(1)          # trains on the batch it was just given

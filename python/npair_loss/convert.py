@@ -12,7 +12,11 @@ layers of that module and class (explicit loss weights stay: they mean the same 
 Only those layers change, and in them only the type and the parameter block; the rest
 of the file is copied as it is, comments and layout included. Comments inside a
 converted npair_loss_param block do not survive (param_str holds values only). Needs
-no pycaffe: the parameters are checked with the project's own npair_loss_pb2.
+no pycaffe: the parameters are checked with the package's own npair_loss_pb2.
+
+Text that is not protobuf text format, or a converted layer's parameters with an
+unknown field or value, is an error (PrototxtError) that says where: on the command
+line, one line `python -m npair_loss.convert: error: FILE:LINE:COLUMN: ...`, exit 2.
 """
 import argparse
 import re
@@ -21,8 +25,10 @@ from typing import List, NamedTuple, Optional
 
 from google.protobuf import text_encoding, text_format
 
+from .cli import UsageError, run
 from .params import message_class
 
+PROG = 'python -m npair_loss.convert'
 CPP_TYPE = 'NPairMultiClassLoss'
 MODULE, CLASS = 'npair_loss', 'NPairMultiClassLossLayer'
 
@@ -31,6 +37,20 @@ _TOKEN = re.compile(r'''
   | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
   | (?P<punct>[{}<>:\[\],;])
   | (?P<word>[^\s{}<>:\[\],;"'\#]+)''', re.X)
+
+
+class PrototxtError(ValueError):
+    """Text that convert cannot read or rewrite; `offset` is where, in the text."""
+
+    def __init__(self, message, offset):
+        super().__init__(message)
+        self.offset = offset
+
+
+def line_and_column(text, offset):
+    """1-based (line, column) of an offset into text."""
+    line_start = text.rfind('\n', 0, offset) + 1
+    return text.count('\n', 0, offset) + 1, offset - line_start + 1
 
 
 class Token(NamedTuple):
@@ -56,8 +76,7 @@ def tokenize(text):
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None:
-            raise ValueError(f'convert: cannot read the prototxt at offset {pos}: '
-                             f'{text[pos:pos + 30]!r}')
+            raise PrototxtError(f'cannot read {text[pos:pos + 30]!r}', pos)
         if m.lastgroup not in ('space', 'comment'):
             tokens.append(Token(m.lastgroup, m.group(), m.start(), m.end()))
         pos = m.end()
@@ -70,19 +89,31 @@ def parse_fields(tokens, i=0):
     fields = []
     while i < len(tokens) and tokens[i].text not in ('}', '>'):
         name = tokens[i]
+        if name.kind != 'word':
+            raise PrototxtError(f'expected a field name, got {name.text!r}', name.start)
         i += 1
-        if tokens[i].text == ':':
+        if i < len(tokens) and tokens[i].text == ':':
             i += 1
+        if i == len(tokens):
+            raise PrototxtError(f'field {name.text!r} has no value', name.end)
         if tokens[i].text in ('{', '<'):
             children, close = parse_fields(tokens, i + 1)
+            if close == len(tokens):
+                raise PrototxtError(f'the {{ of {name.text!r} is never closed', tokens[i].start)
             fields.append(Field(name.text, name.start, tokens[close].end, [], children,
                                 (tokens[i].end, tokens[close].start)))
             i = close + 1
         else:
             first = i
             if tokens[i].text == '[':                      # a list of scalars
-                while tokens[i].text != ']':
+                while i < len(tokens) and tokens[i].text != ']':
                     i += 1
+                if i == len(tokens):
+                    raise PrototxtError(f'the [ of {name.text!r} is never closed',
+                                        tokens[first].start)
+            elif tokens[i].kind == 'punct':
+                raise PrototxtError(f'field {name.text!r}: expected a value, got '
+                                    f'{tokens[i].text!r}', tokens[i].start)
             i += 1
             while tokens[i - 1].kind == 'string' and i < len(tokens) and tokens[i].kind == 'string':
                 i += 1                                     # "adjacent" "strings" concatenate
@@ -92,7 +123,18 @@ def parse_fields(tokens, i=0):
     return fields, i
 
 
+def parse_message(text):
+    """The top-level fields of a whole text-format message."""
+    tokens = tokenize(text)
+    fields, end = parse_fields(tokens)
+    if end < len(tokens):
+        raise PrototxtError(f'unmatched {tokens[end].text!r}', tokens[end].start)
+    return fields
+
+
 def string_value(field):
+    if not field.values or any(t.kind != 'string' for t in field.values):
+        raise PrototxtError(f'{field.name} must be a quoted string', field.start)
     return ''.join(text_encoding.CUnescape(t.text[1:-1]).decode('utf-8') for t in field.values)
 
 
@@ -116,7 +158,7 @@ def _to_python(text, layer):
     param = first(layer.children, 'npair_loss_param')
     msg = message_class()()
     if param is not None:
-        text_format.Parse(text[param.inner[0]:param.inner[1]], msg)
+        _parse_param(text[param.inner[0]:param.inner[1]], msg, param.inner[0])
     python_param = (f'python_param {{ module: "{MODULE}" layer: "{CLASS}" '
                     f'param_str: {quoted(text_format.MessageToString(msg, as_one_line=True))} }}')
     if param is not None:
@@ -132,13 +174,34 @@ def _to_python(text, layer):
     return edits
 
 
+def _parse_param(body, msg, start, quoted_in=None):
+    """text_format.Parse(body, msg), where body is the file's text from offset start, or
+    the value of the quoted string field `quoted_in` that starts there; an unknown field
+    or value is a PrototxtError at its place in the file (or at that field)."""
+    try:
+        text_format.Parse(body, msg)
+    except text_format.ParseError as e:
+        message, offset = str(e).split(' : ', 1)[-1], start
+        if e.GetLine() is not None:
+            lines = body.split('\n')
+            quoted_line = f"'{lines[e.GetLine() - 1]}': "   # the tokenizer quotes its line
+            if message.startswith(quoted_line):
+                message = message[len(quoted_line):]
+            if quoted_in is None:
+                offset += sum(len(line) + 1 for line in lines[:e.GetLine() - 1])
+                offset += e.GetColumn() - 1
+        prefix = '' if quoted_in is None else f'{quoted_in}: '
+        raise PrototxtError(prefix + message, offset) from None
+
+
 def _to_cpp(text, layer):
     """Edits that turn a fallback layer back into the C++ layer."""
     type_field = first(layer.children, 'type')
     param = first(layer.children, 'python_param')
     param_str = first(param.children, 'param_str')
     msg = message_class()()
-    text_format.Parse(string_value(param_str) if param_str else '', msg)
+    if param_str is not None:
+        _parse_param(string_value(param_str), msg, param_str.start, 'param_str')
     indent = _indent(text, param.start)
     step = indent[len(_indent(text, layer.start)):] or '  '
     body = ''.join(f'{indent}{step}{line}\n'
@@ -164,8 +227,9 @@ def is_fallback_layer(layer):
 
 
 def convert(text, to='python'):
-    """(converted text, names of the layers converted)."""
-    fields, _ = parse_fields(tokenize(text))
+    """(converted text, names of the layers converted); PrototxtError for text it cannot
+    read or layers whose parameters are wrong."""
+    fields = parse_message(text)
     wanted, rewrite = (is_cpp_layer, _to_python) if to == 'python' else (is_fallback_layer, _to_cpp)
     edits, names = [], []
     for layer in fields:
@@ -179,23 +243,31 @@ def convert(text, to='python'):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m npair_loss.convert',
-                                     description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split('\n\n')[0])
     parser.add_argument('input', help="net prototxt ('-': standard input)")
     parser.add_argument('output', help="where to write the result ('-': standard output)")
     parser.add_argument('--to', choices=('python', 'cpp'), default='python',
                         help='python: C++ layers -> fallback (default); cpp: the reverse')
     args = parser.parse_args(argv)
-    with (sys.stdin if args.input == '-' else open(args.input, encoding='utf-8')) as f:
-        text, names = convert(f.read(), args.to)
+    source = '<stdin>' if args.input == '-' else args.input
+    try:
+        with (sys.stdin if args.input == '-' else open(args.input, encoding='utf-8')) as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise UsageError(f'{source}: not UTF-8 text ({e.reason} at byte {e.start})') from None
+    try:
+        converted, names = convert(text, args.to)
+    except PrototxtError as e:
+        line, column = line_and_column(text, e.offset)
+        raise UsageError(f'{source}:{line}:{column}: {e}') from None
     if args.output == '-':
-        sys.stdout.write(text)
+        sys.stdout.write(converted)
     else:
         with open(args.output, 'w', encoding='utf-8') as f:
-            f.write(text)
+            f.write(converted)
     print(f'convert: {len(names)} layer(s) to {args.to}: {", ".join(names)}', file=sys.stderr)
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run(main, PROG))

@@ -16,15 +16,22 @@ npair_selection builds that function for the net's N-pair layers (C++ and Python
 The check perturbs the blob in place and runs the net from the first layer that reads it,
 so data layers before it do not draw new data; the blob's values at the call are the
 point checked.
+
+A mistake in the command (a missing or malformed file, no such blob, --inputs that do
+not fit the net) is one line `python -m npair_loss.gradcheck: error: ...`, exit 2.
 """
 import argparse
 import sys
+import zipfile
 from typing import NamedTuple
 
 import numpy
 
 from . import npair_math
+from .cli import UsageError, run
 from .params import from_message
+
+PROG = 'python -m npair_loss.gradcheck'
 
 
 class Report(NamedTuple):
@@ -58,15 +65,17 @@ def check_gradient(net, blob, objective=None, step=1e-2, threshold=1e-2, selecti
     objective: {blob name: weight}, default loss_blobs(net). The analytic side is what
     net.backward() computes, which follows the loss weights Caffe set at init, so the
     objective should hold exactly the blobs whose gradient the net propagates.
+    UsageError when the net cannot be checked that way (no objective, no layer reading
+    the blob, a backward that does not reach it).
     """
     import caffe
 
     objective = loss_blobs(net) if objective is None else objective
     if not objective:
-        raise ValueError('gradcheck: no objective: the net has no loss-weighted blob')
+        raise UsageError('no objective: the net has no loss-weighted blob')
     readers = [name for name, bottoms in net.bottom_names.items() if blob in bottoms]
     if not readers:
-        raise ValueError(f'gradcheck: no layer reads blob {blob!r}')
+        raise UsageError(f'no layer reads blob {blob!r}')
     start = readers[0]
     shape = net.blobs[blob].data.shape
 
@@ -91,7 +100,7 @@ def check_gradient(net, blob, objective=None, step=1e-2, threshold=1e-2, selecti
     net.backward()
     analytic = numpy.array(net.blobs[blob].diff, dtype=numpy.float64)
     if numpy.isnan(analytic).any():
-        raise ValueError(f'gradcheck: backward did not reach blob {blob!r} '
+        raise UsageError(f'backward did not reach blob {blob!r} '
                          '(set force_backward: true in the net?)')
     failures, skipped, checked = [], [], 0
     for index in numpy.ndindex(shape):
@@ -161,18 +170,58 @@ def npair_selection(layers):
 
 
 def _read_net_param(path):
+    """The NetParameter in the prototxt at path, read before Caffe sees the file (Caffe
+    aborts the process on a file it cannot parse)."""
     from caffe.proto import caffe_pb2
     from google.protobuf import text_format
 
-    with open(path) as f:
-        return text_format.Parse(f.read(), caffe_pb2.NetParameter())
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    try:
+        return text_format.Parse(text, caffe_pb2.NetParameter())
+    except text_format.ParseError as e:
+        where = f'{e.GetLine()}:{e.GetColumn()}:' if e.GetLine() is not None else ''
+        raise UsageError(f'{path}:{where} {str(e).split(" : ", 1)[-1]}') from None
+
+
+def _read_inputs(path):
+    """{name: array} from an .npz file."""
+    try:
+        arrays = numpy.load(path)
+        if not isinstance(arrays, numpy.lib.npyio.NpzFile):
+            raise UsageError(f'{path}: one array, not an .npz file of them (write it with '
+                             'numpy.savez(path, blob_name=array, ...))')
+        with arrays:
+            return dict(arrays.items())
+    except (ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise UsageError(f'{path}: not an .npz file of arrays ({e})') from None
+
+
+def _copy_inputs(net, arrays, path):
+    for name, array in arrays.items():
+        if name not in net.blobs:
+            raise UsageError(f'{path}: array {name!r} names no blob of the net '
+                             f'(blobs: {", ".join(net.blobs)})')
+        blob = net.blobs[name].data
+        if array.size != blob.size:
+            raise UsageError(f'{path}: array {name!r} has shape {array.shape}, its blob '
+                             f'{blob.shape}')
+        blob[...] = array.reshape(blob.shape)
+
+
+def _check_blob_names(net, names, what):
+    for name in names:
+        if name not in net.blobs:
+            raise UsageError(f'{what} {name!r}: no such blob in the net '
+                             f'(blobs: {", ".join(net.blobs)})')
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog='python -m npair_loss.gradcheck', description=__doc__.split('\n\n')[0],
+        prog=PROG, description=__doc__.split('\n\n')[0],
         epilog='Exit status: 0 when every checked element passes (and some were checked), '
-               '1 otherwise. Data layers are run once first; --inputs fills blobs after that.')
+               '1 otherwise, 2 for a mistake in the command or its files. Data layers are '
+               'run once first; --inputs fills blobs after that.')
     parser.add_argument('net', help='net prototxt')
     parser.add_argument('--blob', action='append', required=True,
                         help='blob to check the gradient of (repeatable)')
@@ -189,17 +238,21 @@ def main(argv=None):
 
     import caffe
 
+    net_param = _read_net_param(args.net)
+    inputs = _read_inputs(args.inputs) if args.inputs else {}
+    if args.weights:
+        open(args.weights, 'rb').close()        # a missing file: one line, not Caffe's abort
     if args.gpu is not None:
         caffe.set_mode_gpu()
         caffe.set_device(args.gpu)
     phase = getattr(caffe, args.phase)
     net = (caffe.Net(args.net, args.weights, phase) if args.weights
            else caffe.Net(args.net, phase))
+    _check_blob_names(net, args.blob, '--blob')
+    _check_blob_names(net, args.objective or [], '--objective')
     net.forward()
-    if args.inputs:
-        for name, array in numpy.load(args.inputs).items():
-            net.blobs[name].data[...] = array
-    layers = npair_layers(net, _read_net_param(args.net))
+    _copy_inputs(net, inputs, args.inputs)
+    layers = npair_layers(net, net_param)
     weights = net.blob_loss_weights
     if args.objective:
         objective = {name: weights[name] for name in args.objective}
@@ -216,4 +269,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run(main, PROG))

@@ -1,8 +1,9 @@
 """NPairLossParameter for the Python layer: param_str in protobuf text format.
 
-The message comes from npair_loss_pb2, compiled from the project's proto/npair_loss.proto
-(the build puts it in build/python), not from pycaffe's caffe_pb2: the fallback runs in
-a pycaffe that has never heard of NPairLossParameter. Values are validated as the C++
+The message comes from npair_loss.npair_loss_pb2, generated from the repository's
+proto/npair_loss.proto (by `pip install ./python`, or by the fork's build into
+build/python/npair_loss), not from pycaffe's caffe_pb2: the fallback runs in a pycaffe
+that has never heard of NPairLossParameter. Values are validated as the C++
 layer does, and floats are kept as the float32 values the message holds.
 """
 import math
@@ -31,13 +32,14 @@ class NPairParams(NamedTuple):
 def message_class():
     """npair_loss_pb2.NPairLossParameter, with a way out when the module is missing."""
     try:
-        import npair_loss_pb2
+        from .npair_loss_pb2 import NPairLossParameter
     except ImportError as e:
         raise ImportError(
-            f'{LAYER}: cannot import npair_loss_pb2 ({e}). Compile it from the project\'s '
-            'proto: protoc -I proto --python_out=DIR proto/npair_loss.proto, with DIR on '
-            'PYTHONPATH (the build puts it in build/python).') from e
-    return npair_loss_pb2.NPairLossParameter
+            f'{LAYER}: cannot import npair_loss.npair_loss_pb2 ({e}), the message module '
+            'generated from proto/npair_loss.proto: install the package with '
+            '`pip install ./python` (which generates it), or build the fork '
+            '(scripts/build.sh) and `source build/env.sh`.') from e
+    return NPairLossParameter
 
 
 def parse_param_str(param_str):
