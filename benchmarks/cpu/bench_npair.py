@@ -332,25 +332,6 @@ def check_agreement(timers):
     return out
 
 
-def check_agreement(timers):
-    """Largest relative difference of the loss and the gradient from the C++ layer's."""
-    import numpy
-    if 'cpp' not in timers:
-        return {}
-    ref_tops, ref_grad = timers['cpp'].outputs()
-    scale = max(float(numpy.abs(ref_grad).max()), 1e-30)
-    out = {}
-    for name in ('python', 'torch'):
-        if name not in timers:
-            continue
-        tops, grad = timers[name].outputs()
-        dloss = abs(tops[0] - ref_tops[0]) / max(abs(ref_tops[0]), 1e-30)
-        dgrad = float(numpy.abs(grad.reshape(ref_grad.shape) - ref_grad).max()) / scale
-        dmon = max((abs(a - b) for a, b in zip(tops[1:], ref_tops[1:])), default=0.0)
-        out[name] = (dloss, dgrad, dmon)
-    return out
-
-
 def blas_config():
     """OpenBLAS's own description of its build (version, kernel, threading), if loaded."""
     import ctypes
