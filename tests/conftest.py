@@ -29,6 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.join(ROOT, 'python') not in sys.path:
     sys.path.append(os.path.join(ROOT, 'python'))
 
+from npair_loss.params import npair_loss_param_text  # noqa: E402 (python/ on sys.path)
+
 # docs/layer_contract.md §5, for float: loss and monitors relative, the gradient
 # against its largest element.
 RTOL = 1e-4
@@ -239,7 +241,7 @@ with open(USAGE_BLOCK_FILE, encoding='utf-8') as _f:
     USAGE_BLOCK = _f.read()
 
 # The usage block's npair_loss_param body, comments included: a param_str for the fallback.
-USAGE_PARAM_STR = USAGE_BLOCK.split('npair_loss_param {', 1)[1].split('}', 1)[0]
+USAGE_PARAM_STR = npair_loss_param_text(USAGE_BLOCK)
 
 
 @pytest.fixture(scope='session')

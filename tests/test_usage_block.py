@@ -83,3 +83,12 @@ def test_googlenet_npair_caffe_time(caffe_tool):
     assert p.returncode == 0, p.stdout[-3000:]
     assert 'Average Forward-Backward' in p.stdout
     assert 'loss3/type_mb' in p.stdout
+
+
+def test_one_line_param_str_keeps_the_values(usage_param_str):
+    from npair_loss.params import one_line_param_str, parse_param_str
+
+    line = one_line_param_str(usage_param_str)
+    assert '\n' not in line and '#' not in line
+    assert parse_param_str(line) == parse_param_str(usage_param_str)
+    assert parse_param_str(line).ap_mining_method == 'RELATIVE_HARD'

@@ -46,15 +46,13 @@ import numpy
 
 from npair_loss import npair_math
 from npair_loss.cli import UsageError, run
-from npair_loss.params import parse_param_str
+from npair_loss.params import npair_loss_param_text, one_line_param_str, parse_param_str
 
 PROG = 'python3 benchmarks/cpu/bench_npair.py'
-MININGS = {
-    'rand': '',
-    'usage': ('margin_ident: 0.0 margin_diff: -0.05 identsn: -0.0 diffsn: -0.3 '
-              'ap_mining_region: GLOBAL ap_mining_method: RELATIVE_HARD '
-              'an_mining_region: LOCAL an_mining_method: HARD'),
-}
+USAGE_BLOCK = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'docs',
+                           'usage_block.prototxt')
+with open(USAGE_BLOCK, encoding='utf-8') as _f:
+    MININGS = {'rand': '', 'usage': one_line_param_str(npair_loss_param_text(_f.read()))}
 IMPLS = ('ip', 'cpp', 'python', 'torch')
 LABELS = {'ip': 'InnerProduct', 'cpp': 'C++ layer', 'python': 'Python (NumPy)',
           'torch': 'PyTorch autograd'}

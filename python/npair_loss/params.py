@@ -56,6 +56,23 @@ def parse_param_str(param_str):
     return from_message(msg)
 
 
+def npair_loss_param_text(prototxt):
+    """The body of the first `npair_loss_param { ... }` block of a net's text, comments
+    included: the param_str that gives the fallback the same configuration."""
+    match = re.search(r'\bnpair_loss_param\s*\{([^}]*)\}', prototxt)
+    if match is None:
+        raise ValueError(f'{LAYER}: no npair_loss_param {{ ... }} block in the text')
+    return match.group(1)
+
+
+def one_line_param_str(param_str):
+    """param_str as one line of text format without comments, the same values: what a
+    `param_str: "..."` string of a prototxt can hold."""
+    msg = message_class()()
+    text_format.Parse(param_str, msg)
+    return text_format.MessageToString(msg, as_one_line=True)
+
+
 def _field_before(text, line, column):
     """The name of the last 'name:' before (line, column) of text, 1-based: the field
     whose value a text-format error points at (older protobufs do not name it)."""
