@@ -14,6 +14,9 @@ apt_packages=(
   python3-dev python3-venv
   graphviz  # pydot in Caffe's test_draw calls `dot`
 )
+# The font faces the glyphs example renders (its table's package column).
+mapfile -t font_packages < <(grep -v '^#' python/npair_examples/data/glyph_faces.tsv | cut -f4 | sort -u)
+apt_packages+=("${font_packages[@]}")
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
