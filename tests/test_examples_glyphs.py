@@ -198,3 +198,86 @@ def test_each_comparison_net_trains_a_step(model, tiny_data, tmp_path, caffe_bin
                     weights=str(tmp_path / "step_iter_2.caffemodel"))
     net.forward(data=np.zeros((1, 1, 32, 32), np.float32))
     np.testing.assert_allclose(np.linalg.norm(net.blobs["embed_norm"].data), 1, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_snapshots(tiny_data, tmp_path_factory, caffe_bin):
+    """npair and softmax trained 4 iterations on the tiny data, snapshots at 2 and 4."""
+    pytest.importorskip("caffe")
+    out = tmp_path_factory.mktemp("trained")
+    env = dict(os.environ, GLOG_logtostderr="1")
+    for model in ("npair", "softmax"):
+        (out / (model + ".prototxt")).write_text(
+            glyph_nets.train_net(model, 8, str(tiny_data) + "/", 4))
+        text = glyph_nets.solver(model, str(out))
+        text = re.sub(r"max_iter: \d+", "max_iter: 4", text)
+        text = re.sub(r"snapshot: \d+", "snapshot: 2", text)
+        text = re.sub(r"test_interval: \d+", "test_interval: 100", text)
+        text = re.sub(r'snapshot_prefix: ".*"', 'snapshot_prefix: "%s/%s"' % (out, model), text)
+        (out / "solver.prototxt").write_text(text)
+        p = subprocess.run([caffe_bin, "train", "--solver=" + str(out / "solver.prototxt")],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+    return out
+
+
+def test_evaluation_convergence_and_pictures(tiny_data, tiny_snapshots, tmp_path):
+    from npair_examples import convergence, evaluate, plot_embedding, plot_retrieval
+    import json
+    deploy = os.path.join(ROOT, "models", "glyphs", "deploy.prototxt")
+    unseen = str(tiny_data / "unseen.txt")
+    root = str(tiny_data) + "/"
+    metrics, emb = tmp_path / "metrics.json", tmp_path / "embeddings.npz"
+    assert evaluate.main(["--deploy", deploy, "--list", "unseen=" + unseen, "--root-folder",
+                          root, "--pixels", "--model", "untrained=",
+                          "--model", "npair=%s/npair_iter_4.caffemodel" % tiny_snapshots,
+                          "--model", "softmax=%s/softmax_iter_4.caffemodel" % tiny_snapshots,
+                          "--out", str(metrics), "--embeddings", str(emb)]) == 0
+    result = json.load(open(metrics))
+    assert set(result["unseen"]) == {"untrained", "npair", "softmax", "pixels"}
+    for name, row in result["unseen"].items():
+        assert row["classes"] == 4 and row["n"] == 8
+        for key in ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision"):
+            assert 0 <= row[key] <= 1, (name, key)
+        assert (row["nmi"] is None) == (name == "pixels")
+    saved = np.load(emb)
+    assert saved["unseen__npair"].shape == (8, 64)
+    assert list(saved["unseen__labels"]) == read_list(tiny_data / "unseen.txt")[1]
+
+    conv = tmp_path / "convergence.json"
+    assert convergence.main(["--deploy", deploy, "--list", unseen, "--root-folder", root,
+                             "--model", "npair=%s/npair" % tiny_snapshots,
+                             "--model", "softmax_seed2=%s/softmax" % tiny_snapshots,
+                             "--classes", "3", "--out", str(conv),
+                             "--plot", str(tmp_path / "convergence.png")]) == 0
+    curves = json.load(open(conv))
+    assert curves["subset"] == {"classes": 3, "images": 6, "seed": 0, "list": unseen}
+    assert [p["iter"] for p in curves["models"]["npair"]] == [0, 2, 4]
+    # iteration 0 is the untrained net: the same for every model
+    assert curves["models"]["npair"][0] == curves["models"]["softmax_seed2"][0]
+
+    assert plot_retrieval.main([str(emb), "--list", unseen, "--root-folder", root,
+                                "--queries", "3", "-k", "4",
+                                "--out", str(tmp_path / "retrieval.png")]) == 0
+    assert plot_embedding.main([str(emb), "--classes", "2", "--method", "pca",
+                                "--metrics", str(metrics), "--models", "npair,softmax",
+                                "--out", str(tmp_path / "tsne.png")]) == 0
+    for png in ("convergence.png", "retrieval.png", "tsne.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "npair"], "--model wants NAME=WEIGHTS or NAME=, got 'npair'"),
+    (["--model", "npair=missing.caffemodel"], "missing.caffemodel: no such weights file"),
+    (["--model", "untrained=", "--list", "unseen=BAD"], "BAD:2: expected `path label`"),
+])
+def test_evaluate_user_errors_are_one_line(tmp_path, args, message):
+    (tmp_path / "BAD").write_text("a.png 0\nb.png\n")
+    p = subprocess.run([sys.executable, "-m", "npair_examples.evaluate", "--deploy",
+                        os.path.join(ROOT, "models", "glyphs", "deploy.prototxt")] + args,
+                       cwd=str(tmp_path), capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                           [os.path.join(ROOT, "python"), os.environ.get("PYTHONPATH", "")])))
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.startswith("python -m npair_examples.evaluate: error: ")
+    assert message in p.stderr and len(p.stderr.strip().splitlines()) == 1

@@ -1,16 +1,13 @@
-"""Evaluate embeddings on held-out data: Recall@1/2/4/8 and NMI (the N-pair
-paper's table), for several trained (or untrained) nets side by side.
+"""Evaluate embeddings on held-out data: Recall@1/2/4/8 (the N-pair paper's
+table), MAP@R and R-precision (the Metric Learning Reality Check's) and NMI, for
+several trained (or untrained) nets side by side.
 
-For every split in the data file (x_<split>, y_<split> arrays; digits.py
-writes "unseen", classes never trained on, and "seen", held-out samples of
-the training classes) and every model, the embeddings are extracted with
-pycaffe from one deploy net, L2-normalised, and scored:
-
-  recall@K  each sample queries all other samples of its split by cosine
-            similarity; a hit when one of its K nearest has its class
-            (ties count against the query)
-  nmi       k-means (k = number of classes) on the embeddings, then
-            normalized_mutual_info_score against the true classes
+The held-out splits come from image lists (--list SPLIT=LIST, `path label` per
+line, as Caffe's ImageData reads them; pixels scaled by 1/255) or from a .npz
+(--data, x_<split> and y_<split> arrays). For every split and model the
+embeddings are extracted with pycaffe from one deploy net, L2-normalised, and
+scored (see npair_examples.metrics): each sample queries all the other samples
+of its split by cosine similarity.
 
 A model is NAME=WEIGHTS.caffemodel, or NAME= (empty) for the deploy net with
 its fillers' random initialisation: the same network, untrained. --pixels
@@ -28,7 +25,9 @@ import sys
 
 import numpy as np
 
+from npair_examples.image_list import load_images
 from npair_examples.metrics import RECALL_KS, retrieval_metrics
+from npair_loss.cli import UsageError, run
 
 
 def extract(deploy, weights, x, blob, batch=256, seed=0):
@@ -56,14 +55,15 @@ def extract(deploy, weights, x, blob, batch=256, seed=0):
 
 
 def format_table(results, ks=RECALL_KS):
-    cols = ["recall@%d" % k for k in ks] + ["nmi"]
-    head = "%-8s %-10s " % ("split", "model") + " ".join("%8s" % c.replace("recall", "R")
-                                                       for c in cols)
+    cols = ["recall@%d" % k for k in ks] + ["map@r", "r_precision", "nmi"]
+    names = {"map@r": "MAP@R", "r_precision": "R-prec", "nmi": "NMI"}
+    head = "%-8s %-18s " % ("split", "model") + " ".join(
+        "%7s" % names.get(c, c.replace("recall", "R")) for c in cols)
     lines = [head, "-" * len(head)]
     for split, models in results.items():
         for name, m in models.items():
-            lines.append("%-8s %-10s " % (split, name) +
-                         " ".join("%8.4f" % m[c] for c in cols))
+            lines.append("%-8s %-18s " % (split, name) + " ".join(
+                "%7s" % "-" if m[c] is None else "%7.4f" % m[c] for c in cols))
     return "\n".join(lines)
 
 
@@ -72,21 +72,27 @@ def _parser():
         prog="python -m npair_examples.evaluate",
         formatter_class=argparse.RawDescriptionHelpFormatter, description=__doc__,
         epilog="""example (what scripts/run_example.sh runs):
-  python -m npair_examples.evaluate --deploy models/digits/deploy.prototxt \\
-      --data runs/digits/data/eval.npz --blob embed_norm --pixels \\
-      --model npair=runs/digits/npair_iter_3000.caffemodel --model untrained= \\
-      --model softmax=runs/digits/softmax_iter_3000.caffemodel \\
-      --out runs/digits/metrics.json --embeddings runs/digits/embeddings.npz""")
+  python -m npair_examples.evaluate --deploy models/glyphs/deploy.prototxt \\
+      --list unseen=runs/glyphs/data/unseen.txt --root-folder runs/glyphs/data/ \\
+      --blob embed_norm --pixels --model untrained= \\
+      --model npair=runs/glyphs/npair_iter_2000.caffemodel \\
+      --model softmax=runs/glyphs/softmax_iter_2000.caffemodel \\
+      --out runs/glyphs/metrics.json --embeddings runs/glyphs/embeddings.npz""")
     p.add_argument("--deploy", required=True, help="deploy prototxt (one Input)")
-    p.add_argument("--data", required=True,
-                   help=".npz with x_<split> and y_<split> arrays")
+    p.add_argument("--list", action="append", default=[], metavar="SPLIT=LIST",
+                   help="a split from an image list (repeatable)")
+    p.add_argument("--root-folder", default="", help="prefix of the lists' paths")
+    p.add_argument("--data", help=".npz with x_<split> and y_<split> arrays")
     p.add_argument("--model", action="append", required=True, metavar="NAME=WEIGHTS",
                    help="a model to evaluate (repeatable); NAME= for random init")
     p.add_argument("--blob", default="embed_norm", help="embedding blob (default: embed_norm)")
-    p.add_argument("--splits", default="unseen,seen", help="splits, in order (default: "
-                   "unseen,seen)")
+    p.add_argument("--splits", default="unseen,seen", help="splits of --data, in order "
+                   "(default: unseen,seen)")
+    p.add_argument("--no-nmi", default="pixels", metavar="MODELS",
+                   help="models whose NMI is not computed (k-means on raw 1024-d pixels "
+                        "takes minutes; default: pixels)")
     p.add_argument("--pixels", action="store_true", help="also score the raw inputs")
-    p.add_argument("--out", default="runs/digits/metrics.json", help="metrics JSON")
+    p.add_argument("--out", default="runs/glyphs/metrics.json", help="metrics JSON")
     p.add_argument("--embeddings", help="save the embeddings here (.npz)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the untrained init and of k-means (default: 0)")
@@ -99,14 +105,28 @@ def main(argv=None):
     for spec in args.model:
         name, sep, weights = spec.partition("=")
         if not sep or not name:
-            sys.exit("error: --model wants NAME=WEIGHTS or NAME=, got %r" % spec)
+            raise UsageError("--model wants NAME=WEIGHTS or NAME=, got %r" % spec)
         if weights and not os.path.exists(weights):
-            sys.exit("error: %s: no such weights file" % weights)
+            raise UsageError("%s: no such weights file" % weights)
         models.append((name, weights))
-    data = np.load(args.data)
+    if not os.path.exists(args.deploy):
+        raise UsageError("%s: no such deploy net" % args.deploy)
+    splits = []
+    for spec in args.list:
+        split, sep, path = spec.partition("=")
+        if not sep or not split:
+            raise UsageError("--list wants SPLIT=LIST, got %r" % spec)
+        splits.append((split, lambda path=path: load_images(path, args.root_folder)))
+    if args.data:
+        data = np.load(args.data)
+        splits += [(s, lambda s=s: (data["x_" + s], data["y_" + s]))
+                   for s in args.splits.split(",") if s]
+    if not splits:
+        raise UsageError("nothing to evaluate: give --list SPLIT=LIST or --data")
+    no_nmi = set(args.no_nmi.split(","))
     results, saved = {}, {}
-    for split in [s for s in args.splits.split(",") if s]:
-        x, y = data["x_" + split], data["y_" + split]
+    for split, load in splits:
+        x, y = load()
         results[split] = {}
         rows = [(n, w) for n, w in models] + ([("pixels", None)] if args.pixels else [])
         for name, weights in rows:
@@ -116,7 +136,7 @@ def main(argv=None):
                 flush=True)
             emb = (x.reshape(len(x), -1) if weights is None else
                    extract(args.deploy, weights, x, args.blob, seed=args.seed))
-            m = retrieval_metrics(emb, y, seed=args.seed)
+            m = retrieval_metrics(emb, y, with_nmi=name not in no_nmi, seed=args.seed)
             m.update(n=int(len(y)), classes=int(len(np.unique(y))),
                      weights=weights or ("raw input" if weights is None else "random init"))
             results[split][name] = m
@@ -136,4 +156,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "python -m npair_examples.evaluate"))
