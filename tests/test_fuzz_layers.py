@@ -59,6 +59,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 import npair_reference as ref
+from conftest import s_error_bound  # noqa: E402
 
 caffe = pytest.importorskip('caffe', reason='pycaffe not importable: source build/env.sh')
 
@@ -94,15 +95,6 @@ class Example(NamedTuple):
     description: str
 
 
-def delta_bound(X):
-    """delta: a bound on |S_ij - x_i.x_j| for float32 S computed in any order (gamma_D
-    times the largest squared row norm, plus the rounding of symmetrising S). The grid
-    layouts' S is exact (every partial sum is a float32): there delta is 0."""
-    D = X.shape[1]
-    norm2 = float((X.astype(np.float64) ** 2).sum(axis=1).max())
-    return (D * U32 / (1 - D * U32) + 2 * U32) * norm2
-
-
 def exact_ties_at_relative_thresholds(S, labels, params):
     """Whether a RELATIVE_* rule with margin 0 has a pair other than its threshold pair
     (and that pair's mirror) exactly at the threshold: the rule keeps them by its own
@@ -129,7 +121,7 @@ def near_a_threshold(X, labels, params, S=None):
     ref.similarity(ref.as_rows(X))."""
     S = ref.similarity(ref.as_rows(X)) if S is None else S
     labels = labels.tolist()
-    near = 2 * delta_bound(X) + 1e-15 * max(1.0, abs(ref.f32(params.margin_ident)),
+    near = 2 * s_error_bound(X) + 1e-15 * max(1.0, abs(ref.f32(params.margin_ident)),
                                             abs(ref.f32(params.margin_diff)))
     return (ref.boundary_gap(X, labels, params, S=S) <= near
             or ref.recall_gap(X, labels, S=S) <= near
@@ -421,4 +413,4 @@ def test_layers_over_random_batches(example, nets):
     if not exact and near_a_threshold(X, labels, params):
         event('invariants only: near a threshold or a tie')
         return
-    event(check_against_reference(results, X, labels, params, 0.0 if exact else delta_bound(X)))
+    event(check_against_reference(results, X, labels, params, 0.0 if exact else s_error_bound(X)))

@@ -256,12 +256,12 @@ def torch_npair(torch, x, y, p, tops):
         if p.ap_mining_method != 'RAND':
             t = _torch_threshold(torch, Sd, pos, neg, p.ap_mining_region,
                                  p.ap_mining_method, p.identsn, True)
-            rule = getattr(torch, npair_math._KEEP[p.ap_mining_method][0])
+            rule = getattr(torch, npair_math.KEEP_RULES[p.ap_mining_method][0])
             keep_pos = pos & rule(Sd.double(), t + p.margin_ident)
         if p.an_mining_method != 'RAND':
             t = _torch_threshold(torch, Sd, pos, neg, p.an_mining_region,
                                  p.an_mining_method, p.diffsn, False)
-            rule = getattr(torch, npair_math._KEEP[p.an_mining_method][1])
+            rule = getattr(torch, npair_math.KEEP_RULES[p.an_mining_method][1])
             keep_neg = neg & rule(Sd.double(), t + p.margin_diff)
         has_pos = keep_pos.any(1)
     rows = S[has_pos]

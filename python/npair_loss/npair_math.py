@@ -50,7 +50,7 @@ _TWO_GEMMS_MAX_D = 96
 
 # Selection (docs/layer_contract.md §3): the comparison that keeps a pair, S_ij against
 # t + m, as (rule for a positive, rule for a negative). RAND keeps every pair.
-_KEEP = {
+KEEP_RULES = {
     'HARD': ('less', 'greater'),
     'EASY': ('greater_equal', 'less_equal'),
     'RELATIVE_HARD': ('less_equal', 'greater_equal'),
@@ -256,11 +256,11 @@ def kept_pairs(S, same, params, pos=None, work=None, out=None, test=None):
     if p.ap_mining_method != 'RAND':
         bound = threshold(S, pos, p.ap_mining_region, p.ap_mining_method, p.identsn,
                           'positive', work) + p.margin_ident
-        rules.append((_KEEP[p.ap_mining_method][0], bound, 'positive'))
+        rules.append((KEEP_RULES[p.ap_mining_method][0], bound, 'positive'))
     if p.an_mining_method != 'RAND':
         bound = threshold(S, pos, p.an_mining_region, p.an_mining_method, p.diffsn,
                           'negative', work) + p.margin_diff
-        rules.append((_KEEP[p.an_mining_method][1], bound, 'negative'))
+        rules.append((KEEP_RULES[p.an_mining_method][1], bound, 'negative'))
     keep = xp.empty(S.shape, dtype=bool) if out is None else out
     keep.fill(True)
     if rules and test is None:
