@@ -116,6 +116,13 @@ def test_deterministic_cached_and_keyed_on_its_inputs(tiny_table, tiny_data, tmp
     assert digest(again) != digest(tiny_data)
 
 
+def test_a_folder_it_did_not_write_is_left_alone(tiny_table, tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(glyphs.UsageError, match="holds no meta.json of this tool"):
+        render(tiny_table, tmp_path)
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
 def test_empty_glyph_is_detected():
     face = dict(file="/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", face=0)
     r = glyphs.Renderer(face, 32)

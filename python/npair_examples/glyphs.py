@@ -278,9 +278,13 @@ def main(argv=None):
     if args.characters:
         chars = sorted(rng.choice(chars, min(args.characters, len(chars)), replace=False))
     chars = [int(c) for c in chars]
-    if os.path.isdir(args.out):
+    if os.path.isdir(args.out) and os.listdir(args.out):
+        # Only ever remove a folder this tool wrote.
+        if not os.path.exists(meta_path):
+            raise UsageError("%s is not empty and holds no meta.json of this tool: "
+                             "give an empty or new --out" % args.out)
         shutil.rmtree(args.out)
-    os.makedirs(args.out)
+    os.makedirs(args.out, exist_ok=True)
     print("glyphs: %d faces kept, %d dropped; %d characters in every kept face"
           % (len(kept), len(dropped), len(chars)), flush=True)
     paths = render_dataset(kept, chars, args.out, args.size, args.seed)
