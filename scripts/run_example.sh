@@ -20,6 +20,7 @@
 # Optional environment:
 #   NPAIR_SKIP_BUILD=1   use the existing build/ as it is
 #   NPAIR_JOBS=N         trainings at a time (default: one more than the cores)
+#   NPAIR_GPU=0          train on that GPU (a CUDA build of the fork)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -31,7 +32,7 @@ compare=""
 for arg in "$@"; do
   case $arg in
     --compare) compare=1 ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run_example.sh: error: unknown argument $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -47,6 +48,7 @@ source scripts/python_env.sh
 export PYTHONPATH="$root/python${PYTHONPATH:+:$PYTHONPATH}"
 export GLOG_logtostderr=1   # caffe logs to the (tee'd) files only
 py() { "$PYTHON" -m "npair_examples.$1" "${@:2}"; }
+gpu=(); [[ -n ${NPAIR_GPU:-} ]] && gpu=(-gpu "$NPAIR_GPU")
 # Debian's OpenBLAS 0.3.21 does not know AMD Zen 4 and runs its AVX2 kernels there;
 # on a CPU with AVX-512 its SkylakeX kernels trained these nets 1.4x faster.
 if [[ -z ${OPENBLAS_CORETYPE:-} ]] && grep -qw avx512f /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo \
@@ -81,7 +83,7 @@ train() {  # model name, e.g. npair or softmax_seed2
 sys.stdout.write(solver('$base', 'models/glyphs', seed=$seed, name='$name'))" > "$solver"
   t0=$(date +%s)
   if OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads caffe train --solver="$solver" \
-       > "$run/${name}_train.log" 2>&1; then
+       "${gpu[@]}" > "$run/${name}_train.log" 2>&1; then
     echo "  $name: trained in $(( $(date +%s) - t0 ))s, $(grep -o 'Iteration [0-9]*, loss = .*' "$run/${name}_train.log" | tail -1)"
   else
     echo "  $name: caffe train failed; the end of $run/${name}_train.log:"; tail -20 "$run/${name}_train.log"
