@@ -45,17 +45,21 @@ def subset(labels, n_classes, seed):
     return np.isin(labels, classes), len(classes)
 
 
+def _point(deploy, blob, x, y, iteration, weights, seed):
+    emb = extract(deploy, weights, x, blob, seed=seed)
+    return {"iter": iteration, "recall@1": recall_at_k(emb, y, ks=(1,))[1],
+            "map@r": map_at_r(emb, y)[0]}
+
+
 def measure(deploy, blob, x, y, models, seed=0):
-    out = {}
-    for name, prefix in models:
-        points = [(0, "")] + snapshots(prefix)
-        if len(points) == 1:
+    found = [(name, snapshots(prefix)) for name, prefix in models]
+    for (name, prefix), (_, points) in zip(models, found):
+        if not points:
             raise UsageError("%s: no snapshots %s_iter_<N>.caffemodel" % (name, prefix))
-        out[name] = []
-        for it, weights in points:
-            emb = extract(deploy, weights, x, blob, seed=seed)
-            r1 = recall_at_k(emb, y, ks=(1,))[1]
-            out[name].append({"iter": it, "recall@1": r1, "map@r": map_at_r(emb, y)[0]})
+    untrained = _point(deploy, blob, x, y, 0, "", seed)    # every model's iteration 0
+    out = {}
+    for name, points in found:
+        out[name] = [untrained] + [_point(deploy, blob, x, y, it, w, seed) for it, w in points]
         print("convergence: %-18s %s" % (name, " ".join(
             "%d:%.3f" % (p["iter"], p["recall@1"]) for p in out[name])), flush=True)
     return out

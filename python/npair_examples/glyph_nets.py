@@ -44,7 +44,6 @@ SNAPSHOT = 250
 BASE_LR = {"npair": 0.2, "npair_rand": 0.2, "npair_scaled": 0.2, "npair_python": 0.2,
            "softmax": 0.05, "contrastive": 0.2}
 MODELS = tuple(BASE_LR)
-DEFAULT_MODELS = ("npair", "softmax", "contrastive")
 SIMILARITY_SCALE = 4
 MONITOR_TOPS = ("npair_loss", "retrieve_top1", "retrieve_top5", "retrieve_top10", "feature_asum")
 
@@ -79,14 +78,18 @@ layer {
 }""" % (name, bottom, name, n, name, name, name, name, name, name)
 
 
-def _fc(name, bottom, n, relu, filler='type: "msra"'):
+def _include(phase):
+    return "\n  include { phase: %s }" % phase if phase else ""
+
+
+def _fc(name, bottom, n, relu, filler='type: "msra"', phase=None):
     text = """layer {
-  name: "%s" type: "InnerProduct" bottom: "%s" top: "%s"
+  name: "%s" type: "InnerProduct" bottom: "%s" top: "%s"%s
   inner_product_param {
     num_output: %d
     weight_filler { %s } bias_filler { type: "constant" value: 0 }
   }
-}""" % (name, bottom, name, n, filler)
+}""" % (name, bottom, name, _include(phase), n, filler)
     if relu:
         text += '\nlayer { name: "relu_%s" type: "ReLU" bottom: "%s" top: "%s" }' % (
             name, name, name)
@@ -111,11 +114,12 @@ def usage_mining():
 RAND_MINING = "ap_mining_method: RAND an_mining_method: RAND"
 
 
-def npair_loss(bottom, param, weight=1, phase=None, python=False):
+def npair_loss(bottom, param, weight=1, python=False):
+    """The N-pair layer on `bottom` with `param` (text-format fields); the first top (the
+    loss) weighted `weight`, the monitors 0."""
     weights = " ".join("loss_weight: %d" % (weight if i == 0 else 0)
                        for i in range(len(MONITOR_TOPS)))
     tops = " ".join('top: "%s"' % t for t in MONITOR_TOPS)
-    include = "\n  include { phase: %s }" % phase if phase else ""
     if python:
         body = ('python_param {\n    module: "npair_loss.layer" '
                 'layer: "NPairMultiClassLossLayer"\n    param_str: "%s"\n  }' % param)
@@ -126,9 +130,9 @@ def npair_loss(bottom, param, weight=1, phase=None, python=False):
     return """layer {
   name: "npair" type: "%s" bottom: "%s" bottom: "label"
   %s
-  %s%s
   %s
-}""" % (kind, bottom, tops, weights, include, body)
+  %s
+}""" % (kind, bottom, tops, weights, body)
 
 
 def _loss_npair(model):
@@ -150,8 +154,7 @@ def _loss_softmax(train_classes):
     # confidently wrong (loss 8.3, above chance's 7.6), and the first steps collapsed
     # the trunk at every base_lr tried; from small logits it trains.
     return (_fc("classifier", "embed", train_classes, False,
-                'type: "gaussian" std: 0.01').replace(
-        '\n  inner_product_param', '\n  include { phase: TRAIN }\n  inner_product_param') +
+                'type: "gaussian" std: 0.01', phase="TRAIN") +
         '\nlayer { name: "softmax_loss" type: "SoftmaxWithLoss" bottom: "classifier"\n'
         '        bottom: "label" top: "softmax_loss" include { phase: TRAIN } }\n' + _monitor())
 
