@@ -278,6 +278,10 @@ def main(argv=None):
     if args.characters:
         chars = sorted(rng.choice(chars, min(args.characters, len(chars)), replace=False))
     chars = [int(c) for c in chars]
+    # Checked before anything is removed or rendered.
+    if args.unseen >= len(chars) - 1 or args.unseen < 1:
+        raise UsageError("--unseen %d leaves no training classes among %d characters"
+                         % (args.unseen, len(chars)))
     if os.path.isdir(args.out) and os.listdir(args.out):
         # Only ever remove a folder this tool wrote.
         if not os.path.exists(meta_path):
@@ -288,9 +292,6 @@ def main(argv=None):
     print("glyphs: %d faces kept, %d dropped; %d characters in every kept face"
           % (len(kept), len(dropped), len(chars)), flush=True)
     paths = render_dataset(kept, chars, args.out, args.size, args.seed)
-    if args.unseen >= len(chars) - 1 or args.unseen < 1:
-        raise UsageError("--unseen %d leaves no training classes among %d characters"
-                         % (args.unseen, len(chars)))
     unseen = set(rng.choice(chars, args.unseen, replace=False).tolist())
     train_chars = [c for c in chars if c not in unseen]
     ordered = train_chars + sorted(unseen)
