@@ -8,45 +8,59 @@
 #include "caffe/proto/caffe.pb.h"
 
 #include "caffe/layers/loss_layer.hpp"
-#include "caffe/util/npair_selection.hpp"
+#include "caffe/util/npair_miner.hpp"
+#include "caffe/util/npair_positive_index.hpp"
 
 namespace caffe {
 
 /**
  * @brief Computes the multi-class N-pair loss (Sohn, "Improved Deep Metric
  *        Learning with Multi-class N-pair Loss Objective", NIPS 2016) over
- *        every sample of the batch as a query, with optional pair mining.
+ *        every sample of the batch as a query, with optional pair mining,
+ *        against the other samples of the batch and, optionally, a set of
+ *        reference samples (a CrossBatchMemory's, or another device's).
  *
- * With @f$ S = X X^\top @f$ the raw inner products of the feature rows
- * (normalise upstream, e.g. with an L2Normalize layer), @f$ P(i) @f$ the other
- * samples with the label of sample i and @f$ N(i) @f$ those with another label,
- * mining keeps @f$ \hat P(i) \subseteq P(i) @f$ and
- * @f$ \hat N(i) \subseteq N(i) @f$, and
+ * Query i's candidates are the other samples of the batch and every
+ * reference. With @f$ s_{ic} @f$ the raw inner product of query i's feature
+ * row with candidate c's (normalise upstream, e.g. with an L2Normalize
+ * layer), @f$ P(i) @f$ the candidates with the label of sample i and
+ * @f$ N(i) @f$ those with another label, mining keeps
+ * @f$ \hat P(i) \subseteq P(i) @f$ and @f$ \hat N(i) \subseteq N(i) @f$, and
  * @f[
  *   E = \frac{1}{N} \sum_{i=1}^{N} \left(
- *       \log \sum_{j \in \hat P(i) \cup \hat N(i)} e^{S_{ij}}
- *     - \log \sum_{j \in \hat P(i)} e^{S_{ij}} \right),
+ *       \log \sum_{c \in \hat P(i) \cup \hat N(i)} e^{s_{ic}}
+ *     - \log \sum_{c \in \hat P(i)} e^{s_{ic}} \right),
  * @f]
  * a query with @f$ \hat P(i) = \emptyset @f$ contributing 0. Both sums are
- * evaluated as shifted log-sum-exps, so E is finite for any finite S.
+ * evaluated as shifted log-sum-exps, so E is finite for any finite s.
  *
- * Mining (npair_loss_param; rules in caffe/util/npair_selection.hpp) compares
- * each pair's similarity with a per-query threshold plus a margin:
+ * Mining (npair_loss_param; caffe/util/npair_miner.hpp) compares each pair's
+ * similarity with a per-query threshold plus a margin:
  *  - HARD / EASY: positives against the most similar negative, negatives
- *    against the least similar positive, of the query (LOCAL) or of the
- *    batch (GLOBAL); HARD keeps the pairs on the wrong side, EASY the others;
+ *    against the least similar positive, of the query (LOCAL) or of every
+ *    query (GLOBAL); HARD keeps the pairs on the wrong side, EASY the others;
  *  - RELATIVE_HARD / RELATIVE_EASY: against the entry of the ascending list
  *    of the pair's own kind selected by identsn / diffsn (SN >= 0: counted
  *    from the most similar end; SN < 0: as a fraction -SN of the list);
  *  - RAND: every pair (the name is kept for compatibility).
- * Selection is a constant of the step: no gradient flows through thresholds.
+ * GLOBAL lists count a pair of two batch samples both ways, (i, j) and
+ * (j, i), and a pair with a reference once. Selection is a constant of the
+ * step: no gradient flows through thresholds.
  *
- * @param bottom input Blob vector (length 2)
+ * @param bottom input Blob vector (length 2, or 4 with references)
  *   -# @f$ (N \times \ldots) @f$
  *      the features X, read as an @f$ N \times D @f$ matrix
  *      (D = count / N), @f$ x \in [-\infty, +\infty] @f$
  *   -# @f$ (N) @f$, @f$ (N \times 1) @f$, ...: exactly N labels, compared for
- *      equality as stored; no gradient is ever computed for them
+ *      equality as stored (a NaN label equals no label); never given a
+ *      gradient
+ *   -# @f$ (M \times \ldots) @f$, optional: the reference features R,
+ *      @f$ M \ge 0 @f$ rows of the same D; candidates of every query, never
+ *      queries themselves. Their gradient, when Backward is asked for it, is
+ *      that of the loss through the references' end of each pair, so that a
+ *      layer that brought them from elsewhere can send it home.
+ *   -# @f$ (M) @f$, ...: exactly M reference labels (with bottom 3 only);
+ *      never given a gradient
  * @param top output Blob vector (length 1 to 5), every top a scalar:
  *   | tops | contents                                       |
  *   | ---- | ---------------------------------------------- |
@@ -56,13 +70,17 @@ namespace caffe {
  *   | 4    | loss, R\@1, R\@5, feature_asum                 |
  *   | 5    | loss, R\@1, R\@5, R\@10, feature_asum          |
  *   - loss: @f$ E @f$ above, the only differentiable top;
- *   - R\@K: the fraction, over queries with at least one positive, of those
- *     with fewer than K negatives at least as similar as their most similar
- *     positive (0 when no query has a positive);
- *   - feature_asum: @f$ \frac{1}{N} \sum |X| @f$, the mean L1 norm of a row.
+ *   - R\@K: the fraction, over queries with at least one positive candidate,
+ *     of those with fewer than K negative candidates at least as similar as
+ *     their most similar positive (0 when no query has a positive);
+ *   - feature_asum: @f$ \frac{1}{N} \sum |X| @f$, the mean L1 norm of a
+ *     batch row (references not included).
  *   With no loss_weight given, the loss weighs 1 and the monitors 0. Weights
  *   given on the monitors only change what the solver reports, never the
  *   gradient.
+ *
+ * With M = 0 references the layer computes what it computes with two
+ * bottoms, to the bit.
  */
 template <typename Dtype>
 class NPairMultiClassLossLayer : public LossLayer<Dtype> {
@@ -75,13 +93,15 @@ class NPairMultiClassLossLayer : public LossLayer<Dtype> {
       const vector<Blob<Dtype>*>& top);
 
   virtual inline const char* type() const { return "NPairMultiClassLoss"; }
-  virtual inline int ExactNumBottomBlobs() const { return 2; }
+  virtual inline int ExactNumBottomBlobs() const { return -1; }
+  virtual inline int MinBottomBlobs() const { return 2; }
+  virtual inline int MaxBottomBlobs() const { return 4; }
   virtual inline int ExactNumTopBlobs() const { return -1; }
   virtual inline int MinTopBlobs() const { return 1; }
   virtual inline int MaxTopBlobs() const { return 5; }
-  /// The features get a gradient; the labels (bottom[1]) never do.
+  /// The features get a gradient, and so do the references; labels never.
   virtual inline bool AllowForceBackward(const int bottom_index) const {
-    return bottom_index != 1;
+    return bottom_index == 0 || bottom_index == 2;
   }
 
  protected:
@@ -92,54 +112,58 @@ class NPairMultiClassLossLayer : public LossLayer<Dtype> {
       const vector<Blob<Dtype>*>& top);
 
   /**
-   * @brief Computes @f$ \frac{\partial E}{\partial X} = (G + G^\top) X @f$
-   *        with @f$ G_{ij} = \frac{g}{N} (w_{ij} - w^+_{ij}) @f$ for mined
-   *        pairs (0 elsewhere), where @f$ w_{ij} @f$ and @f$ w^+_{ij} @f$ are
-   *        the softmax weights of @f$ S_{ij} @f$ in the two sums of the loss
-   *        and g is top[0]'s diff (the loss weight).
+   * @brief Computes the gradients through
+   *        @f$ \frac{\partial E}{\partial s_{ic}} = G_{ic} @f$, with
+   *        @f$ G_{ic} = \frac{g}{N} (w_{ic} - w^+_{ic}) @f$ for mined pairs
+   *        (0 elsewhere), where @f$ w_{ic} @f$ and @f$ w^+_{ic} @f$ are the
+   *        softmax weights of @f$ s_{ic} @f$ in the two sums of the loss and
+   *        g is top[0]'s diff (the loss weight):
+   *        @f$ \frac{\partial E}{\partial X} = (G_B + G_B^\top) X + G_R R @f$
+   *        and @f$ \frac{\partial E}{\partial R} = G_R^\top X @f$, with
+   *        @f$ G_B @f$ the columns of the batch and @f$ G_R @f$ those of the
+   *        references.
    *
-   * Only top[0]'s diff is read. Fails if asked for the labels' gradient.
+   * Only top[0]'s diff is read. Fails if asked for a label's gradient.
    */
   virtual void Backward_cpu(const vector<Blob<Dtype>*>& top,
       const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
   virtual void Backward_gpu(const vector<Blob<Dtype>*>& top,
       const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
 
-  // The steps of Forward_cpu, in order; each reads what the previous wrote.
-  // They work on CPU memory, so a GPU Forward may also use them for the
-  // parts it leaves on the host. Each splits its O(N^2) work over the
-  // OpenMP threads and gives the same result for any number of them.
-
-  /// sim_ = X X^T, exactly symmetric.
-  void Similarity_cpu(const Blob<Dtype>& features);
-  /**
-   * Fills threshold[i] for the positives (positives = true: ap_* and identsn)
-   * or the negatives (an_* and diffsn) of every query; RAND leaves it alone.
-   * -inf / +inf stand for an empty list (no pair of the kind to compare with).
-   */
-  void Thresholds_cpu(const Dtype* labels, const bool positives,
-      const NPairLossParameter_MiningRegion region,
-      const NPairMiningMethod method, const float sn, Dtype* threshold);
-  /// Returns the loss and fills pair_weight_ with G / (g / N).
-  Dtype LossAndPairWeights_cpu(const Dtype* labels);
-  /// g / N, the factor of (G + G^T) X in both Backwards, from top[0]'s diff
-  /// alone (the monitors' weights never reach the gradient); fails if the
-  /// labels' gradient is asked for.
+  /// g / N, the factor of both Backwards, from top[0]'s diff alone (the
+  /// monitors' weights never reach the gradient); fails if a label's
+  /// gradient is asked for.
   Dtype GradientScale(const vector<Blob<Dtype>*>& top,
-      const vector<bool>& propagate_down, const int num) const;
-  /// Writes R@1, R@5, R@10 into the tops between the loss and feature_asum.
-  void RecallAtK_cpu(const Dtype* labels, const vector<Blob<Dtype>*>& top);
+      const vector<bool>& propagate_down) const;
 
-  // Three N x N buffers: the similarities, the pair weights that Backward
-  // needs, and a scratch that holds the similarity list a threshold is
-  // selected from in Forward (a GLOBAL list holds up to N (N - 1) ordered
-  // pairs) and G + G^T in Backward.
+  // The steps of Forward_cpu, in order; each reads what the previous wrote.
+  // Each splits its O(N C) work over the OpenMP threads and gives the same
+  // result for any number of them.
+
+  /// sim_ = [X X^T | X R^T], its batch block exactly symmetric; and the
+  /// candidates' labels [y | z].
+  void Similarity_cpu(const vector<Blob<Dtype>*>& bottom);
+  /// What the miner and the passes read of sim_.
+  NPairSimilarities<Dtype> Similarities_cpu() const;
+  /// Returns the loss; fills pair_weight_ with G / (g / N) and, when the
+  /// tops hold R@K, ahead_ with each query's Recall@K count.
+  Dtype LossAndPairWeights_cpu(bool recall);
+  /// Writes R@1, R@5, R@10 into the tops between the loss and feature_asum.
+  void WriteRecall(const vector<Blob<Dtype>*>& top) const;
+
+  // N queries, M references, C = N + M candidates, D values a row.
+  int num_, num_refs_, count_, dim_;
+  int ld_;  ///< the distance between the rows of sim_ and pair_weight_
+
+  shared_ptr<NPairMiner<Dtype> > miner_;
+  NPairPositiveIndex positives_;
+  Blob<Dtype> candidate_labels_;  ///< C: the batch's labels, the references'
+  // Two N x C buffers: the similarities (whose first N x N become
+  // G_B + G_B^T in Backward) and the pair weights that Backward needs.
   Blob<Dtype> sim_;
   Blob<Dtype> pair_weight_;
-  Blob<Dtype> pair_scratch_;
-  Blob<Dtype> pos_threshold_;  ///< N: t+ of each query
-  Blob<Dtype> neg_threshold_;  ///< N: t- of each query
-  vector<double> row_loss_;    ///< N: l_i, added up in row order
+  vector<double> row_loss_;  ///< N: l_i, added up in row order
+  vector<int> ahead_;        ///< N: the Recall@K count, -1 if not eligible
 };
 
 }  // namespace caffe

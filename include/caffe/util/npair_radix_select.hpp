@@ -15,7 +15,7 @@
 
 #include <string.h>
 
-#include "caffe/util/npair_selection.hpp"
+#include "caffe/util/npair_mining_rules.hpp"
 
 namespace caffe {
 

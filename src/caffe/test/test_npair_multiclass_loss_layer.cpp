@@ -14,25 +14,26 @@
 #include "caffe/layers/npair_multiclass_loss_layer.hpp"
 #include "caffe/net.hpp"
 #include "caffe/util/math_functions.hpp"
-#include "caffe/util/npair_cpu_passes.hpp"
-#include "caffe/util/npair_selection.hpp"
+#include "caffe/util/npair_cpu_threads.hpp"
+#include "caffe/util/npair_miner.hpp"
+#include "caffe/util/npair_mining_rules.hpp"
 
 #include "caffe/test/test_caffe_main.hpp"
 #include "caffe/test/test_gradient_check_util.hpp"
+#include "caffe/test/npair_reference.hpp"
 
 namespace caffe {
 
 namespace {
 
+using npair_test::AllMinings;
+using npair_test::kInf;
+using npair_test::kNaN;
+using npair_test::Mining;
+using npair_test::MiningSlack;
+using npair_test::NPairExpected;
+using npair_test::NPairReference;
 typedef NPairLossParameter P;  // For the enum names.
-
-const double kInf = std::numeric_limits<double>::infinity();
-const double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-// Every (region, method) of one side, for loops over the whole space.
-const P::MiningRegion kRegions[] = {P::LOCAL, P::GLOBAL};
-const P::MiningMethod kMethods[] =
-    {P::HARD, P::EASY, P::RAND, P::RELATIVE_HARD, P::RELATIVE_EASY};
 
 // Backward's propagate_down: the features, never the labels.
 vector<bool> FeaturesOnly() {
@@ -45,215 +46,6 @@ vector<bool> FeaturesOnly() {
 // 0, 0, 1, 1.
 const double kExampleX[] = {1, 0, 0.6, 0.8, 0, 1, -0.6, 0.8};
 const double kExampleY[] = {0, 0, 1, 1};
-
-// What the layer should output for a batch, loss weight 1 on the loss.
-struct NPairExpected {
-  double loss;
-  double recall[3];     // R@1, R@5, R@10
-  double asum;
-  vector<double> grad;  // d loss / d X, N x D
-};
-
-// ---------------------------------------------------------------------------
-// A brute-force reference: the formulas of docs/layer_contract.md §3 and §4 as
-// plain loops in double, with whole sorts where the layer selects, and sums
-// without log-sum-exp shifts (so keep |S| well below 700 here). A pair is
-// (i, j) with j != i, and a label equals what compares equal to it: a NaN
-// label has no positive, and is every other sample's negative.
-
-bool ReferenceKeep(bool positive, P::MiningMethod method, double s, double t,
-                   double m) {
-  switch (method) {
-  case P::HARD:          return positive ? s < t + m : s > t + m;
-  case P::EASY:          return positive ? s >= t + m : s <= t + m;
-  case P::RELATIVE_HARD: return positive ? s <= t + m : s >= t + m;
-  case P::RELATIVE_EASY: return positive ? s >= t + m : s <= t + m;
-  default:               return true;
-  }
-}
-
-vector<double> ReferenceThresholds(const vector<vector<double> >& s,
-    const vector<double>& y, bool positives, P::MiningRegion region,
-    P::MiningMethod method, float sn) {
-  const int num = y.size();
-  const bool relative =
-      method == P::RELATIVE_HARD || method == P::RELATIVE_EASY;
-  // Relative: the list of the side's own pairs. Otherwise: positives look at
-  // the negatives' maximum, negatives at the positives' minimum.
-  const bool list_of_positives = relative ? positives : !positives;
-  vector<double> t(num);
-  for (int i = 0; i < num; ++i) {
-    vector<double> list;
-    for (int a = 0; a < num; ++a) {
-      for (int b = 0; b < num; ++b) {
-        if (a != b && (region == P::GLOBAL || a == i) &&
-            (y[a] == y[b]) == list_of_positives) {
-          list.push_back(s[a][b]);
-        }
-      }
-    }
-    std::sort(list.begin(), list.end());
-    const double n = list.size();
-    const double v = sn;  // The float32 value, exactly.
-    if (list.empty()) {
-      t[i] = positives ? -kInf : kInf;
-    } else if (relative) {
-      double pos = (v >= 0) ? n - 1 - std::floor(v) : std::trunc(n - 1 + v * n);
-      pos = std::min(std::max(pos, 0.0), n - 1);
-      t[i] = list[static_cast<int>(pos)];
-    } else {
-      t[i] = positives ? list.back() : list.front();
-    }
-  }
-  return t;
-}
-
-NPairExpected NPairReference(const vector<double>& x,
-    const vector<double>& y, int dim, const NPairLossParameter& p) {
-  const int num = y.size();
-  vector<vector<double> > s(num, vector<double>(num, 0));
-  for (int i = 0; i < num; ++i) {
-    for (int j = 0; j < num; ++j) {
-      for (int k = 0; k < dim; ++k) {
-        s[i][j] += x[i * dim + k] * x[j * dim + k];
-      }
-    }
-  }
-  NPairExpected out;
-  out.asum = 0;
-  for (int i = 0; i < x.size(); ++i) { out.asum += std::fabs(x[i]); }
-  out.asum /= num;
-  // A non-finite S_ij (S_ii included) makes l_i NaN and row i of G NaN; every
-  // row of (G + G^T) X then has a NaN term. The monitors are left unchecked:
-  // they report whatever they compute.
-  for (int i = 0; i < num; ++i) {
-    for (int j = 0; j < num; ++j) {
-      if (!std::isfinite(s[i][j])) {
-        out.loss = kNaN;
-        out.grad.assign(num * dim, kNaN);
-        out.recall[0] = out.recall[1] = out.recall[2] = kNaN;
-        return out;
-      }
-    }
-  }
-  const vector<double> t_pos = ReferenceThresholds(s, y, true,
-      p.ap_mining_region(), p.ap_mining_method(), p.identsn());
-  const vector<double> t_neg = ReferenceThresholds(s, y, false,
-      p.an_mining_region(), p.an_mining_method(), p.diffsn());
-  out.loss = 0;
-  vector<vector<double> > g(num, vector<double>(num, 0));
-  for (int i = 0; i < num; ++i) {
-    vector<bool> kept(num, false);
-    double sum_all = 0, sum_pos = 0;
-    int kept_pos = 0;
-    for (int j = 0; j < num; ++j) {
-      if (j == i) { continue; }
-      const bool same = (y[j] == y[i]);
-      kept[j] = same ?
-          ReferenceKeep(true, p.ap_mining_method(), s[i][j], t_pos[i],
-                        p.margin_ident()) :
-          ReferenceKeep(false, p.an_mining_method(), s[i][j], t_neg[i],
-                        p.margin_diff());
-      if (!kept[j]) { continue; }
-      sum_all += std::exp(s[i][j]);
-      if (same) { sum_pos += std::exp(s[i][j]); ++kept_pos; }
-    }
-    if (kept_pos == 0) { continue; }
-    out.loss += std::log(sum_all) - std::log(sum_pos);
-    for (int j = 0; j < num; ++j) {
-      if (!kept[j]) { continue; }
-      g[i][j] = std::exp(s[i][j]) / sum_all -
-          (y[j] == y[i] ? std::exp(s[i][j]) / sum_pos : 0);
-    }
-  }
-  out.loss /= num;
-  out.grad.assign(num * dim, 0);
-  for (int i = 0; i < num; ++i) {
-    for (int j = 0; j < num; ++j) {
-      for (int k = 0; k < dim; ++k) {
-        out.grad[i * dim + k] += (g[i][j] + g[j][i]) * x[j * dim + k] / num;
-      }
-    }
-  }
-  const int kK[] = {1, 5, 10};
-  int eligible = 0, hits[3] = {0, 0, 0};
-  for (int i = 0; i < num; ++i) {
-    int positives = 0;
-    double best = -kInf;
-    for (int j = 0; j < num; ++j) {
-      if (j != i && y[j] == y[i]) {
-        ++positives;
-        best = std::max(best, s[i][j]);
-      }
-    }
-    if (positives == 0) { continue; }
-    ++eligible;
-    int ahead = 0;
-    for (int j = 0; j < num; ++j) {
-      if (j != i && y[j] != y[i] && s[i][j] >= best) { ++ahead; }
-    }
-    for (int k = 0; k < 3; ++k) { hits[k] += ahead < kK[k]; }
-  }
-  for (int k = 0; k < 3; ++k) {
-    out.recall[k] = eligible ? static_cast<double>(hits[k]) / eligible : 0;
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------------------
-
-// How far the outcome of every comparison mining makes is from flipping: the
-// thresholds are similarities (or +-inf), compared with a similarity shifted
-// by 0 or a margin. Moving one coordinate by h moves every S_ij by at most
-// h * max|x|, so no comparison flips while this exceeds 2 h max|x|.
-double MiningSlack(const vector<double>& x, int num, int dim,
-                   const vector<double>& margins) {
-  vector<double> s;
-  for (int i = 0; i < num; ++i) {
-    for (int j = i + 1; j < num; ++j) {
-      double dot = 0;
-      for (int k = 0; k < dim; ++k) { dot += x[i * dim + k] * x[j * dim + k]; }
-      s.push_back(dot);
-    }
-  }
-  double slack = kInf;
-  for (int a = 0; a < s.size(); ++a) {
-    for (int b = 0; b < s.size(); ++b) {
-      for (int m = 0; m < margins.size(); ++m) {
-        // A similarity against itself (the threshold it set) cannot flip.
-        if (a == b && margins[m] == 0) { continue; }
-        slack = std::min(slack, std::fabs(s[a] - s[b] - margins[m]));
-      }
-    }
-  }
-  return slack;
-}
-
-NPairLossParameter Mining(P::MiningRegion ap_region, P::MiningMethod ap_method,
-    P::MiningRegion an_region, P::MiningMethod an_method) {
-  NPairLossParameter p;
-  p.set_ap_mining_region(ap_region);
-  p.set_ap_mining_method(ap_method);
-  p.set_an_mining_region(an_region);
-  p.set_an_mining_method(an_method);
-  return p;
-}
-
-// All 100 mining configurations, margins and SNs left at their defaults.
-vector<NPairLossParameter> AllMinings() {
-  vector<NPairLossParameter> all;
-  for (int a = 0; a < 2; ++a) {
-    for (int b = 0; b < 5; ++b) {
-      for (int c = 0; c < 2; ++c) {
-        for (int d = 0; d < 5; ++d) {
-          all.push_back(Mining(kRegions[a], kMethods[b], kRegions[c],
-                               kMethods[d]));
-        }
-      }
-    }
-  }
-  return all;
-}
 
 }  // namespace
 
@@ -289,8 +81,8 @@ TEST(NPairSelectionTest, TestKeepWithEmptyLists) {
 }
 
 // The CPU path compares S with t + m through an interval of Dtype values
-// (npair_cpu::KeptRange); at the Dtype neighbours of t + m it must decide as
-// the rule in double does, including where t + m falls between two Dtypes.
+// (NPairKeptRange); at the Dtype neighbours of t + m it must decide as the
+// rule in double does, including where t + m falls between two Dtypes.
 template <typename Dtype>
 class NPairKeptRangeTest : public ::testing::Test {};
 
@@ -327,7 +119,7 @@ TYPED_TEST(NPairKeptRangeTest, TestAgreesWithRuleAtTheBound) {
         SCOPED_TRACE(methods[r]);
         SCOPED_TRACE(positive);
         Dtype lo, hi;
-        npair_cpu::KeptRange(positive, methods[r], t, m, &lo, &hi);
+        NPairKeptRange(positive, methods[r], t, m, &lo, &hi);
         for (int k = 0; k < s.size(); ++k) {
           const bool rule = positive ?
               NPairKeepPositive(methods[r], s[k], t, m) :
@@ -337,7 +129,7 @@ TYPED_TEST(NPairKeptRangeTest, TestAgreesWithRuleAtTheBound) {
       }
     }
     Dtype lo, hi;
-    npair_cpu::KeptRange(true, P::RAND, t, m, &lo, &hi);
+    NPairKeptRange(true, P::RAND, t, m, &lo, &hi);
     EXPECT_EQ(-inf, lo);
     EXPECT_EQ(inf, hi);
   }
@@ -581,7 +373,7 @@ TYPED_TEST(NPairMultiClassLossLayerTest, TestGradient) {
     for (int i = 0; i < x.size(); ++i) {
       largest = std::max(largest, std::fabs(x[i]) + step);
     }
-    if (MiningSlack(x, num, dim, margins) > 4 * step * largest) { break; }
+    if (MiningSlack(x, vector<double>(), dim, margins) > 4 * step * largest) { break; }
   }
   this->SetBatch(x, vector<double>(y, y + num));
   const vector<NPairLossParameter> minings = AllMinings();
@@ -876,8 +668,9 @@ TYPED_TEST(NPairMultiClassLossLayerDeathTest, TestBatchTooLargeForInt) {
   this->features_.Reshape(46341, 1, 1, 1);
   this->labels_.Reshape(vector<int>(1, 46341));
   EXPECT_DEATH(layer.SetUp(this->bottom_, this->top_),
-               "NPairMultiClassLoss Layer: a batch of 46341 samples needs "
-               "N x N similarity buffers larger than Caffe's int indexing");
+               "NPairMultiClassLoss Layer: a batch of 46341 samples against "
+               "46341 \\+ 0 candidates needs similarity buffers larger than "
+               "Caffe's int indexing");
 }
 
 TYPED_TEST(NPairMultiClassLossLayerDeathTest, TestTooManyTops) {
