@@ -91,13 +91,16 @@ def tools():
     """Every tool with a main: the packages' modules as `python -m` names, the
     benchmarks' scripts by path; so that a new one cannot be left out of CASES."""
     found = set()
-    for folder, how in (('python', MODULE), ('benchmarks', SCRIPT)):
+    for folder in ('python', 'benchmarks'):
         for parent, _, names in os.walk(os.path.join(ROOT, folder)):
             for name in names:
                 path = os.path.join(parent, name)
                 if name.endswith('.py') and MAIN.search(open(path, encoding='utf-8').read()):
-                    rel = os.path.relpath(path, os.path.join(ROOT, folder if how == MODULE else ''))
-                    found.add(rel[:-3].replace(os.sep, '.') if how == MODULE else rel)
+                    if folder == 'python':
+                        module = os.path.relpath(path, os.path.join(ROOT, folder))[:-3]
+                        found.add(module.replace(os.sep, '.'))
+                    else:
+                        found.add(os.path.relpath(path, ROOT))
     return found
 
 

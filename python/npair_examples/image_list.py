@@ -21,7 +21,7 @@ reader, like NPairImageData, stops at such a line, naming the file and the line.
 """
 
 import re
-from typing import List, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
