@@ -105,7 +105,9 @@ def _parser():
                "\\\n      --out runs/glyphs/convergence.json --plot runs/glyphs/convergence.png")
     p.add_argument("--deploy", help="deploy prototxt (one Input)")
     p.add_argument("--list", help="the unseen image list")
-    p.add_argument("--root-folder", default="", help="prefix of the list's paths")
+    p.add_argument("--root-folder", default="",
+                   help="prefix of the list's paths, joined to them as Caffe's root_folder "
+                        "is (as a string: end a folder with /)")
     p.add_argument("--blob", default="embed_norm", help="embedding blob (default: embed_norm)")
     p.add_argument("--model", action="append", default=[], metavar="NAME=PREFIX",
                    help="a model and its snapshot prefix (repeatable)")

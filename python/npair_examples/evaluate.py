@@ -81,7 +81,9 @@ def _parser():
     p.add_argument("--deploy", required=True, help="deploy prototxt (one Input)")
     p.add_argument("--list", action="append", default=[], metavar="SPLIT=LIST",
                    help="a split from an image list (repeatable)")
-    p.add_argument("--root-folder", default="", help="prefix of the lists' paths")
+    p.add_argument("--root-folder", default="",
+                   help="prefix of the lists' paths, joined to them as Caffe's root_folder "
+                        "is (as a string: end a folder with /)")
     p.add_argument("--data", help=".npz with x_<split> and y_<split> arrays")
     p.add_argument("--model", action="append", required=True, metavar="NAME=WEIGHTS",
                    help="a model to evaluate (repeatable); NAME= for random init")

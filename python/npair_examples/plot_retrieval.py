@@ -73,7 +73,9 @@ def _parser():
                "--models npair,softmax --out runs/glyphs/retrieval.png")
     p.add_argument("embeddings", help=".npz written by evaluate --embeddings")
     p.add_argument("--list", required=True, help="the split's image list")
-    p.add_argument("--root-folder", default="", help="prefix of the list's paths")
+    p.add_argument("--root-folder", default="",
+                   help="prefix of the list's paths, joined to them as Caffe's root_folder "
+                        "is (as a string: end a folder with /)")
     p.add_argument("--split", default="unseen", help="split (default: unseen)")
     p.add_argument("--models", default="npair,softmax", help="models, in order "
                    "(default: npair,softmax)")
