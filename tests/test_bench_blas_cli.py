@@ -23,6 +23,7 @@ def bench(*args):
     (['--threads', '0'], '--threads must be at least 1, got 0'),
     (['--min-time', '0'], '--min-time must be above 0, got 0.0'),
     (['--iterations', '0'], '--iterations must be at least 1, got 0'),
+    (['--rounds', '0'], '--rounds must be at least 1, got 0'),
     (['--mkl', '/no/such/libmkl_rt.so'], '--mkl /no/such/libmkl_rt.so: no such file'),
     (['--threads', 'all'], "argument --threads: invalid int value: 'all'"),
     (['--no-such-option'], 'unrecognized arguments: --no-such-option'),

@@ -19,15 +19,17 @@ Shapes (M x N x K, row-major as Caffe calls them): 1024 x 1024 x 512 (NumPy's
 (1024 x 512) @ (512 x 1024)); the three GEMMs of InnerProduct forward + backward at
 batch 1024, D = 512, num_output 1024 (forward x W^T, weight gradient dy^T x added to
 W's diff, data gradient dy W); the InnerProduct forward at D = 64. Each figure is the
-median GFLOPS of calls repeated for at least --min-time seconds after two warm-up
-calls. The peak is measured, not looked up: benchmarks/cpu/fma_peak.c, compiled with
-`cc`, runs fused multiply-adds on independent registers of the widest vectors the CPU
-has, one loop per thread.
+median, over --rounds rounds that run the candidates in turn, of the median GFLOPS of
+calls repeated for at least --min-time seconds after two warm-up calls (a machine
+shared with other work slows some rounds). The peak is measured, not looked up:
+benchmarks/cpu/fma_peak.c, compiled with `cc`, runs fused multiply-adds on independent
+registers of the widest vectors the CPU has, one loop per thread; the best of
+--rounds runs.
 
 The yardstick: `caffe time` of an InnerProduct (num_output 1024, batch 1024, D = 512
 and 64, forward + backward) under OpenBLAS's own choice (named explicitly, since the
 fork's caffe tool would otherwise choose) and under each core above, in GFLOPS of its
-three GEMMs.
+three GEMMs, the median of --rounds runs.
 
     source build/env.sh
     python3 benchmarks/cpu/bench_blas.py --mkl /tmp/mkl/lib/libmkl_rt.so.3
@@ -80,6 +82,8 @@ def parse_args(argv):
                         f'{os.cpu_count()} cores)')
     p.add_argument('--min-time', type=float, default=0.5,
                    help='seconds each shape is repeated for (default: 0.5)')
+    p.add_argument('--rounds', type=int, default=3,
+                   help='rounds of every candidate; the median is shown (default: 3)')
     p.add_argument('--mkl', metavar='LIBMKL_RT',
                    help="Intel MKL's libmkl_rt.so (left out without it)")
     p.add_argument('--iterations', type=int, default=20,
@@ -94,6 +98,8 @@ def parse_args(argv):
         raise UsageError(f'--threads must be at least 1, got {min(args.threads)}')
     if not args.min_time > 0:
         raise UsageError(f'--min-time must be above 0, got {args.min_time}')
+    if args.rounds < 1:
+        raise UsageError(f'--rounds must be at least 1, got {args.rounds}')
     if args.iterations < 1:
         raise UsageError(f'--iterations must be at least 1, got {args.iterations}')
     if args.mkl and not os.path.isfile(args.mkl):
@@ -207,9 +213,8 @@ def candidates(args, coretype):
     flags = set(coretype.cpu_flags())
     openblas = find_library('openblas', 'libopenblas.so.0')
     cores = [core for core, needs in coretype.CORES if needs <= flags]
-    skylake_x = dict(coretype.CORES).get('SkylakeX', frozenset())
-    if 'avx512_bf16' in flags and skylake_x <= flags:
-        cores.append('Cooperlake')
+    if dict(coretype.CORES)['SkylakeX'] | {'avx512_bf16'} <= flags:
+        cores.append('Cooperlake')  # OpenBLAS's own pick by features for such a CPU
     default = coretype.core_for_flags(flags)
     found = [('OpenBLAS', {'kind': 'openblas', 'path': openblas}, None)]
     for core in cores:
@@ -242,8 +247,8 @@ def run_worker(spec, env):
     return json.loads(out.stdout.splitlines()[-1])
 
 
-def measured_peak(threads):
-    """{threads: (GFLOPS, instructions)} from fma_peak.c, or {} without a compiler."""
+def measured_peak(threads, rounds):
+    """{threads: (best GFLOPS, instructions)} from fma_peak.c, or {} without cc."""
     cc = shutil.which('cc')
     if not cc:
         return {}
@@ -253,9 +258,10 @@ def measured_peak(threads):
                         binary], check=True)
         peak = {}
         for t in threads:
-            isa, _, gflops = subprocess.run([binary, str(t)], check=True, text=True,
-                                            capture_output=True).stdout.split()
-            peak[t] = (float(gflops), isa)
+            for _ in range(rounds):
+                isa, _, gflops = subprocess.run([binary, str(t)], check=True, text=True,
+                                                capture_output=True).stdout.split()
+                peak[t] = max(peak.get(t, (0.0, isa)), (float(gflops), isa))
         return peak
 
 
@@ -290,6 +296,55 @@ def caffe_time_ip(caffe, d, iterations, env):
     return float(found.group(1)) / 1e3
 
 
+def sgemm_rounds(found, threads, args):
+    """[(label, worker result with the median GFLOPS over the rounds)] per candidate."""
+    rounds = [[run_worker(dict(spec, min_time=args.min_time), process_env(threads, core))
+               for _, spec, core in found] for _ in range(args.rounds)]
+    results = []
+    for i, (label, _, _) in enumerate(found):
+        runs = [r[i] for r in rounds]
+        results.append((label, dict(runs[0], gflops=[
+            statistics.median(run['gflops'][j] for run in runs) for j in range(len(SHAPES))])))
+    return results
+
+
+def sgemm_table(results, threads, peak):
+    lines = [f'{threads} thread(s): sgemm GFLOPS (% of the measured peak)']
+    lines += [f'  {label}: {r["detail"]}; kernels: {r["core"]}' for label, r in results]
+    head = ['shape (M x N x K)'] + [label for label, _ in results]
+    lines += ['', '| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for i, shape in enumerate(SHAPES):
+        lines.append(f'| {shape[0]} | '
+                     + ' | '.join(cell(r['gflops'][i], peak) for _, r in results) + ' |')
+    flops = [2.0 * s[3] * s[4] * s[5] for s in IP_SHAPES]
+    rows = [SHAPES.index(s) for s in IP_SHAPES]
+    lines.append('| IP D=512 forward + backward (3 GEMMs) | ' + ' | '.join(
+        cell(sum(flops) / sum(f / (r['gflops'][i] * 1e9) for f, i in zip(flops, rows))
+             / 1e9, peak) for _, r in results) + ' |')
+    return lines
+
+
+def yardstick_table(caffe, settings, threads, args, peak, yardstick):
+    """`caffe time` of the InnerProduct under each OPENBLAS_CORETYPE; GFLOPS also go
+    into yardstick[threads, D, core]."""
+    lines = [f'{threads} thread(s): caffe time, InnerProduct forward + backward, batch '
+             f'{IP_BATCH}, num_output {IP_OUTPUTS}, {args.iterations} iterations: '
+             'ms / GFLOPS (% of the measured peak)', '',
+             '| D | ' + ' | '.join(label for label, _ in settings) + ' |',
+             '|' + '---|' * (len(settings) + 1)]
+    for d in IP_DIMS:
+        seconds = [[caffe_time_ip(caffe, d, args.iterations, process_env(threads, core))
+                    for _, core in settings] for _ in range(args.rounds)]
+        row = []
+        for i, (_, core) in enumerate(settings):
+            s = statistics.median(r[i] for r in seconds)
+            gflops = 3 * 2.0 * IP_BATCH * IP_OUTPUTS * d / s / 1e9
+            yardstick[threads, d, core] = gflops
+            row.append(f'{s * 1e3:.2f} / {cell(gflops, peak)}')
+        lines.append(f'| {d} | ' + ' | '.join(row) + ' |')
+    return lines
+
+
 def cell(gflops, peak):
     return f'{gflops:.1f}' + (f' ({100 * gflops / peak:.0f}%)' if peak else '')
 
@@ -305,13 +360,13 @@ def main(argv=None):
     coretype = cpu_flags_module()
     found, blis = candidates(args, coretype)
     print(f'load average at start: {" ".join(f"{v:.2f}" for v in os.getloadavg())}')
-    peak = measured_peak(args.threads)
+    peak = measured_peak(args.threads, args.rounds)
     ghz = nominal_ghz()
     for t, (gflops, isa) in sorted(peak.items()):
-        per_cycle = f', {gflops / t / ghz:.0f} flops per cycle per core at the ' \
-                    f'{ghz:.2f} GHz /proc/cpuinfo gives' if ghz else ''
-        print(f'peak at {t} thread(s): {gflops:.1f} GFLOPS, measured by '
-              f'benchmarks/cpu/fma_peak.c ({isa} fused multiply-adds{per_cycle})')
+        per_cycle = (f'; {gflops / t / ghz:.0f} flops per cycle per core at the '
+                     f'{ghz:.2f} GHz of /proc/cpuinfo, which turbo exceeds') if ghz else ''
+        print(f'peak at {t} thread(s): {gflops:.1f} GFLOPS, the best of {args.rounds} runs '
+              f'of benchmarks/cpu/fma_peak.c ({isa} fused multiply-adds{per_cycle})')
     if not peak:
         print('peak: not measured (no C compiler `cc` to build benchmarks/cpu/fma_peak.c)')
     if not blis:
@@ -321,46 +376,17 @@ def main(argv=None):
 
     yardstick = {}
     for threads in args.threads:
-        results = []
-        for label, spec, core in found:
-            spec = dict(spec, min_time=args.min_time)
-            results.append((label, run_worker(spec, process_env(threads, core))))
-        own_core = results[0][1]['core']
-        print()
-        print(f'{threads} thread(s): sgemm GFLOPS (% of the measured peak)')
-        for label, r in results:
-            print(f'  {label}: {r["detail"]}; kernels: {r["core"]}')
-        print()
-        head = ['shape (M x N x K)'] + [label for label, _ in results]
-        print('| ' + ' | '.join(head) + ' |')
-        print('|' + '---|' * len(head))
+        results = sgemm_rounds(found, threads, args)
         p = peak.get(threads, (None,))[0]
-        for i, shape in enumerate(SHAPES):
-            print(f'| {shape[0]} | ' + ' | '.join(cell(r['gflops'][i], p)
-                                                   for _, r in results) + ' |')
-        flops = [2.0 * s[3] * s[4] * s[5] for s in IP_SHAPES]
-        rows = [SHAPES.index(s) for s in IP_SHAPES]
-        print('| IP D=512 forward + backward (3 GEMMs) | ' + ' | '.join(
-            cell(sum(flops) / sum(f / (r['gflops'][i] * 1e9) for f, i in zip(flops, rows))
-                 / 1e9, p) for _, r in results) + ' |')
-
         print()
-        print(f'{threads} thread(s): caffe time, InnerProduct forward + backward, batch '
-              f'{IP_BATCH}, num_output {IP_OUTPUTS}, {args.iterations} iterations: '
-              'ms (GFLOPS)')
+        for line in sgemm_table(results, threads, p):
+            print(line)
         print()
+        own_core = results[0][1]['core']
         settings = [(f'OpenBLAS, its own choice (OPENBLAS_CORETYPE={own_core})', own_core)]
         settings += [(label, core) for label, _, core in found if core]
-        print('| D | ' + ' | '.join(label for label, _ in settings) + ' |')
-        print('|' + '---|' * (len(settings) + 1))
-        for d in IP_DIMS:
-            row = []
-            for label, core in settings:
-                s = caffe_time_ip(caffe, d, args.iterations, process_env(threads, core))
-                gflops = 3 * 2.0 * IP_BATCH * IP_OUTPUTS * d / s / 1e9
-                yardstick[threads, d, core] = gflops
-                row.append(f'{s * 1e3:.2f} ({cell(gflops, p)})')
-            print(f'| {d} | ' + ' | '.join(row) + ' |')
+        for line in yardstick_table(caffe, settings, threads, args, p, yardstick):
+            print(line)
 
     print()
     print(f'load average at end: {" ".join(f"{v:.2f}" for v in os.getloadavg())}')
