@@ -3,7 +3,7 @@
 #      when the source or the patch set changes (ccache makes the rebuild cheap);
 #   2. our proto messages spliced into caffe.proto (rewritten only if changed);
 #   3. our headers, layers and tests symlinked in, so editing one of them
-#      recompiles just that file.
+#      recompiles just that file (less npair_overlay_excluded, CMakeLists.txt).
 
 file(GLOB caffe_patches CONFIGURE_DEPENDS "${PROJECT_SOURCE_DIR}/patches/*.patch")
 list(SORT caffe_patches)
@@ -80,9 +80,13 @@ file(COPY_FILE "${CMAKE_BINARY_DIR}/caffe.proto.new" "${CAFFE_WORK_DIR}/src/caff
 # picked up by a re-configure, which CONFIGURE_DEPENDS triggers by itself.
 file(GLOB_RECURSE our_cxx_files CONFIGURE_DEPENDS RELATIVE "${PROJECT_SOURCE_DIR}"
      "${PROJECT_SOURCE_DIR}/include/*.hpp" "${PROJECT_SOURCE_DIR}/src/*.hpp"
-     "${PROJECT_SOURCE_DIR}/src/*.inc" "${PROJECT_SOURCE_DIR}/src/*.cpp" "${PROJECT_SOURCE_DIR}/src/*.cu")
-# A file we removed leaves a dangling link that Caffe's own globs would still find.
-execute_process(COMMAND find "${CAFFE_WORK_DIR}/include" "${CAFFE_WORK_DIR}/src" -xtype l -delete)
+     "${PROJECT_SOURCE_DIR}/src/*.inc" "${PROJECT_SOURCE_DIR}/src/*.cpp"
+     "${PROJECT_SOURCE_DIR}/src/*.cu")
+list(REMOVE_ITEM our_cxx_files ${npair_overlay_excluded})
+# Our links are redone each time: a file we removed, or one this build leaves out,
+# would leave a link that Caffe's own globs still find.
+execute_process(COMMAND find "${CAFFE_WORK_DIR}/include" "${CAFFE_WORK_DIR}/src"
+                ( -xtype l -o -lname "${PROJECT_SOURCE_DIR}/*" ) -delete)
 foreach(f IN LISTS our_cxx_files)
   set(target "${CAFFE_WORK_DIR}/${f}")
   if(EXISTS "${target}" AND NOT IS_SYMLINK "${target}")

@@ -1,5 +1,5 @@
 # CAFFE_NPAIR_CUDA=ON: Caffe's own CUDA build (FindCUDA, cuda_compile) set up for
-# the CUDA toolkit on this machine (CUDA 13 tested; patches/1*-cuda13-*.patch make
+# the installed CUDA toolkit (CUDA 13 tested; patches/1*-cuda13-*.patch make
 # Caffe's sources and cmake/Cuda.cmake build with it).
 #
 #   CAFFE_NPAIR_CUDA_ARCH  compute capabilities to build machine code for

@@ -2,9 +2,9 @@
 # Fetch Debian's source package `caffe` from bullseye (BVLC Caffe at git 99bd997
 # plus Debian's patches) and unpack it into DEST.
 #
-# The archive is the one this machine's own apt sources already use: its URI is
-# read from them, never written here. apt runs with a private source list and
-# state directory, so the machine's apt configuration is left untouched.
+# The archive is the one that the running machine's apt sources already use: its
+# URI is read from them, never written here. apt runs with a private source list
+# and state directory, so the machine's apt configuration is left untouched.
 set -euo pipefail
 
 dest=${1:?usage: fetch_caffe_source.sh DEST}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Packs a CUDA build for a GPU machine that has the CUDA toolkit and driver but none
-# of Caffe's libraries (the device machine of this workplace): the caffe tool, the
+# of Caffe's libraries (nor a compiler to build them): the caffe tool, the
 # gtest binary, libcaffe and every shared library they load that is neither glibc's
 # nor CUDA's, into DEST/bundle.tar.xz (git-ignored .device/ by default).
 #   bash scripts/gpu_bundle.sh [BUILD_DIR] [DEST]     (default: build-cuda-dev .device)

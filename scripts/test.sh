@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every test: builds the fork (scripts/build.sh), then runs our gtests (C++ layers),
+# Every test: builds the fork (scripts/build.sh), then runs Caffe's own C++ test
+# suite with our gtests in it (one binary, as Caffe's `runtest` target runs it),
 # compiles our CUDA code with nvcc where the toolkit is installed (no GPU needed),
 # and runs our pytest suite (pycaffe, the Python fallback, the example's tools)
 # with Caffe's own pycaffe tests, so that a broken fork is caught too: without a
@@ -13,7 +14,14 @@ source scripts/python_env.sh
 "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore -r tests/requirements.txt
 
 cmake --build build --target test.testbin -j"$(nproc)"
-build/caffe/test/test.testbin
+# As `make runtest` runs it in a CPU-only build: from the Caffe tree (its tests open
+# examples/images/ and src/caffe/test/test_data/ relative to it), in shuffled order,
+# without the GPU tests. Caffe's temporary files and glog's log files go to a folder
+# of our own (TMPDIR), removed afterwards.
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+(cd build/caffe-src && TMPDIR="$scratch" ../caffe/test/test.testbin --gtest_shuffle \
+  --gtest_filter='-*GPU*')
 bash scripts/check_cuda_compile.sh
 
 # NPAIR_REQUIRE_PYCAFFE=1: a missing or broken pycaffe (or `caffe`) fails the run

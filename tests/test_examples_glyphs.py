@@ -14,7 +14,7 @@ import pytest
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.join(ROOT, "python"))
 
-from npair_examples import glyph_nets, glyphs  # noqa: E402
+from npair_examples import glyph_nets, glyphs, image_list  # noqa: E402
 
 # Five faces of the example's table: two distinct designs, a near-clone of the first
 # (the monospaced twin), a face whose ideographs render empty and one with none.
@@ -51,8 +51,8 @@ def tiny_data(tiny_table, tmp_path_factory):
 
 
 def read_list(path):
-    rows = [line.rsplit(" ", 1) for line in open(path).read().splitlines()]
-    return [p for p, _ in rows], [int(y) for _, y in rows]
+    images = image_list.read_list(str(path))
+    return [i.path for i in images], [i.label for i in images]
 
 
 def digest(folder):
@@ -276,7 +276,8 @@ def test_evaluation_convergence_and_pictures(tiny_data, tiny_snapshots, tmp_path
 @pytest.mark.parametrize("args, message", [
     (["--model", "npair"], "--model wants NAME=WEIGHTS or NAME=, got 'npair'"),
     (["--model", "npair=missing.caffemodel"], "missing.caffemodel: no such weights file"),
-    (["--model", "untrained=", "--list", "unseen=BAD"], "BAD:2: expected `path label`"),
+    (["--model", "untrained=", "--list", "unseen=BAD"],
+     "BAD:2: expected 'path label' with an integer label"),
 ])
 def test_evaluate_user_errors_are_one_line(tmp_path, args, message):
     (tmp_path / "BAD").write_text("a.png 0\nb.png\n")

@@ -14,8 +14,9 @@ from conftest import ROOT, USAGE_BLOCK, USAGE_BLOCK_FILE
 
 GOOGLENET = os.path.join(ROOT, 'models', 'googlenet_npair', 'train_val.prototxt')
 
-# SHA-256 of the block as the original definition writes it (between its "USAGE" fence
-# lines), taken when it was copied in: any edit, a trimmed trailing space included, fails.
+# SHA-256 of docs/usage_block.prototxt, the block exactly as the original layer's
+# documentation gives it, taken when it was copied in: any edit, a trimmed trailing
+# space included, fails.
 ORIGINAL_SHA256 = 'f5bf832853b4c520732c67a59e13778cbfe0b260d62697f2e5d5358df3801586'
 
 

@@ -22,18 +22,21 @@ with the load average before and after, since other work on the machine slows bo
     python3 benchmarks/data/bench_image_data.py
     python3 benchmarks/data/bench_image_data.py --classes 50 --per-class 8 --repeats 3
 """
-import argparse
 import os
 import statistics
 import sys
 import tempfile
 import time
 
+from npair_loss.cli import ArgumentParser, UsageError, run
+
+PROG = 'python3 benchmarks/data/bench_image_data.py'
 TARGET = 0.90
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
+        prog=PROG,
         description='Time NPairImageData against ImageData (data-only pycaffe nets, '
                     'same images, transform and batch size) and print the throughput '
                     'ratio.')
@@ -55,13 +58,13 @@ def parse_args(argv=None):
     for name in ('classes', 'per_class', 'size', 'classes_per_batch',
                  'images_per_class', 'batches', 'repeats'):
         if getattr(args, name) < 1:
-            p.error(f'--{name.replace("_", "-")} must be at least 1')
+            raise UsageError(f'--{name.replace("_", "-")} must be at least 1')
     if args.classes < args.classes_per_batch:
-        p.error('--classes must be at least --classes-per-batch')
+        raise UsageError('--classes must be at least --classes-per-batch')
     if args.per_class < args.images_per_class:
-        p.error('--per-class must be at least --images-per-class')
+        raise UsageError('--per-class must be at least --images-per-class')
     if args.crop > args.size:
-        p.error('--crop must not exceed --size')
+        raise UsageError('--crop must not exceed --size')
     return args
 
 
@@ -155,4 +158,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run(main, PROG))

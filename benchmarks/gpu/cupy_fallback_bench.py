@@ -10,7 +10,6 @@ Times are CUDA-event medians over --repeat runs after --warmup runs, in ms. The 
 includes the fallback's own host round trips (float(...) of the loss and monitors),
 as the Python layer does them.
 """
-import argparse
 import os
 import statistics
 import sys
@@ -20,8 +19,10 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
                                 'python'))
 from npair_loss import npair_math  # noqa: E402
+from npair_loss.cli import ArgumentParser, UsageError, run  # noqa: E402
 from npair_loss.params import NPairParams  # noqa: E402
 
+PROG = 'python3 benchmarks/gpu/cupy_fallback_bench.py'
 MININGS = {
     'usage': NPairParams(margin_ident=0.0, margin_diff=float(np.float32(-0.05)),
                          identsn=-0.0, diffsn=float(np.float32(-0.3)),
@@ -47,14 +48,17 @@ def time_ms(cp, fn, warmup, repeat):
     return statistics.median(times)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+def main(argv=None):
+    parser = ArgumentParser(prog=PROG, description=__doc__.split('\n\n')[0])
     parser.add_argument('--sizes', type=int, nargs='+', default=[1024, 4096])
     parser.add_argument('--dim', type=int, default=512)
     parser.add_argument('--classes', type=int, default=16)
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--repeat', type=int, default=20)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    for n in args.sizes:
+        if n % args.classes:
+            raise UsageError(f'N = {n} is not a multiple of --classes {args.classes}')
     import cupy as cp
 
     print(f'CuPy {cp.__version__}, {cp.cuda.runtime.getDeviceProperties(0)["name"].decode()}')
@@ -81,7 +85,8 @@ def main():
         print(f'{n:>6} {args.dim:>5} {"X W^T (IP forward)":<22} {ip:>9.3f}')
         del X, W, labels, state
         cp.get_default_memory_pool().free_all_blocks()
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run(main, PROG))

@@ -13,10 +13,14 @@ class (Concat makes them N labels, N / classes samples a class); then
   - ip: InnerProduct(num_output=N), the product X W^T of the same shape as S = X X^T.
 force_backward makes `caffe time` run every layer's Backward.
 """
-import argparse
 import os
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..', '..', 'python'))
+from npair_loss.cli import ArgumentParser, UsageError, run  # noqa: E402
+
+PROG = 'python3 benchmarks/gpu/make_prototxts.py'
 
 USAGE_PARAM = """\
     npair_loss_param {
@@ -33,7 +37,7 @@ USAGE_PARAM = """\
 
 def net(n, dim, classes):
     if n % classes:
-        raise SystemExit(f'N = {n} is not a multiple of --classes {classes}')
+        raise UsageError(f'N = {n} is not a multiple of --classes {classes}')
     chunk = n // classes
     tops = ''.join(f'  top: "label{c}"\n' for c in range(classes))
     fillers = ''.join(f'    data_filler {{ type: "constant" value: {c} }}\n'
@@ -97,19 +101,20 @@ layer {{
 """
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+def main(argv=None):
+    parser = ArgumentParser(prog=PROG, description=__doc__.split('\n\n')[0])
     parser.add_argument('--sizes', type=int, nargs='+', default=[1024, 4096])
     parser.add_argument('--dim', type=int, default=512)
     parser.add_argument('--classes', type=int, default=16)
     parser.add_argument('--out', default=HERE)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for n in args.sizes:
         path = os.path.join(args.out, f'npair_vs_ip_n{n}.prototxt')
         with open(path, 'w') as f:
             f.write(net(n, args.dim, args.classes))
         print(path)
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run(main, PROG))

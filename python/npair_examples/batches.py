@@ -1,28 +1,40 @@
-"""Write data in N-pair batch order for Caffe's standard data layers.
+"""Write data in P x K batch order for Caffe's standard data layers.
 
 The multi-class N-pair loss (Sohn, NIPS 2016) wants batches of N classes with
 2 examples each: every example then has exactly one positive in the batch and
 2(N - 1) negatives. More generally a batch can hold P classes x K examples.
 
+On this fork the NPairImageData layer builds such batches itself from an image
+list. This tool is for HDF5 data and for a stock Caffe without that layer:
 Caffe's ImageData and HDF5Data layers read their source in order when
-`shuffle: false`, so the batch structure can be laid down in the file itself:
-this tool reorders an image list (or an HDF5 file) into consecutive batches of
-`classes_per_batch * per_class` rows. Every batch holds `classes_per_batch`
-different classes, each exactly `per_class` times, side by side.
+`shuffle: false`, so the batch structure can be laid down in the file itself.
+It reorders an image list (or an HDF5 file) into consecutive batches of
+`classes_per_batch * per_class` rows, every batch `classes_per_batch` different
+classes, each `per_class` times, side by side.
+
+Each epoch is drawn by NPairImageData's policy (its header,
+include/caffe/layers/npair_image_data_layer.hpp, states it in full):
+  1. every class's examples are shuffled and cut into K-tuples; a class's
+     n mod K examples left over sit the epoch out, and a class with fewer than
+     K examples is left out (the tool says how many);
+  2. batches are filled one at a time from the P classes with the most tuples
+     left (ties broken at random), until fewer than P classes have one left;
+  3. the batches, and the classes within each, are put in random order.
+Every example is used at most once per epoch, and the epoch is as long as any
+grouping into batches of P distinct classes can be: with C classes of t tuples,
+floor(C t / P) batches. The batches are not those the layer draws (another
+random stream), but they follow the same rules.
 
 Why several epochs in one file: with `shuffle: false` Caffe replays the file
 from the top when it reaches the end, so a file holding one epoch would show
 the net the same pairs and the same class groupings every epoch. Turning
 `shuffle: true` on instead would scatter the rows and destroy the batches.
-So the tool writes E epochs one after another, each a fresh random pairing
-and grouping (examples of a class are reshuffled and re-paired, classes are
-regrouped), and the solver's max_iter should stay within the
-E x (batches per epoch) batches written. Each epoch is a whole number of
-batches, so batches never straddle an epoch or the wrap-around.
+So the tool writes E epochs one after another, each drawn afresh, and the
+solver's max_iter should stay within the E x (batches per epoch) batches
+written. Each epoch is a whole number of batches, so batches never straddle an
+epoch or the wrap-around.
 
-Within an epoch each example is used at most once; examples left over (a
-class's odd one out, or classes still holding groups when fewer than
-`classes_per_batch` classes have any left) wait for the next epoch's shuffle.
+The image list is read by Caffe's rules (npair_examples.image_list).
 """
 
 import argparse
@@ -31,42 +43,49 @@ import sys
 
 import numpy as np
 
+from npair_examples.image_list import labels_of, read_list
+from npair_loss.cli import ArgumentParser, UsageError, run
+
+PROG = "python -m npair_examples.batches"
+
 
 def npair_epoch(labels, classes_per_batch, per_class=2, rng=None):
-    """One epoch of N-pair (P x K) batches, as a list of index arrays.
+    """One epoch of P x K batches by NPairImageData's policy, as a list of index
+    arrays (module docstring).
 
-    labels: 1-D array of class labels (any hashable values, compared exactly).
-    Each returned batch has `classes_per_batch` distinct classes, each exactly
-    `per_class` times, grouped side by side (class order random). A class's
-    examples are shuffled and cut into groups of `per_class`; batches are drawn
-    by picking classes without replacement with probability proportional to
-    the groups they have left, which spends nearly every group while keeping
-    the class groupings random.
+    labels: 1-D array of class labels (compared exactly). Each returned batch holds
+    `classes_per_batch` distinct classes, each `per_class` times, side by side.
     """
     rng = np.random.default_rng(rng)
     labels = np.asarray(labels)
     if classes_per_batch < 1 or per_class < 1:
         raise ValueError("classes_per_batch and per_class must be >= 1")
-    groups = {}
+    # 1. Each class's examples in a fresh order, one row per K-tuple.
+    tuples = []
     for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        n_groups = len(idx) // per_class
-        if n_groups:
-            groups[c] = list(idx[:n_groups * per_class].reshape(n_groups, per_class))
+        members = rng.permutation(np.flatnonzero(labels == c))
+        count = len(members) // per_class
+        if count:
+            tuples.append(members[:count * per_class].reshape(count, per_class))
+    left = np.array([len(t) for t in tuples], dtype=np.int64)
+    # 2. Batches of the fullest classes; a random key orders equally full ones.
+    plan = []
+    while np.count_nonzero(left) >= classes_per_batch:
+        fullest = np.lexsort((rng.random(len(left)), -left))[:classes_per_batch]
+        left[fullest] -= 1
+        plan.append(fullest)
+    # 3. The batches in random order, each class giving its tuples in turn.
+    given = np.zeros(len(tuples), dtype=np.int64)
     batches = []
-    while True:
-        classes = [c for c, g in groups.items() if g]
-        if len(classes) < classes_per_batch:
-            break
-        left = np.array([len(groups[c]) for c in classes], dtype=float)
-        pick = rng.choice(len(classes), size=classes_per_batch, replace=False,
-                          p=left / left.sum())
-        batches.append(np.concatenate([groups[classes[i]].pop() for i in pick]))
+    for b in rng.permutation(len(plan)):
+        classes = rng.permutation(plan[b])
+        batches.append(np.concatenate([tuples[c][given[c]] for c in classes]))
+        given[classes] += 1
     return batches
 
 
 def npair_order(labels, classes_per_batch, per_class=2, epochs=1, seed=0):
-    """Row order for `epochs` epochs of N-pair batches, each epoch reshuffled.
+    """Row order for `epochs` epochs of P x K batches, each drawn afresh.
 
     Returns (order, batches_per_epoch): `order` is a list with one 1-D index
     array per epoch, each a whole number of batches of
@@ -85,29 +104,26 @@ def npair_order(labels, classes_per_batch, per_class=2, epochs=1, seed=0):
     return order, counts
 
 
-def read_image_list(path):
-    """Read Caffe's ImageData list: one `path label` a line (the path may hold
-    spaces; the label is the last field, an integer)."""
-    paths, labels = [], []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            head, sep, tail = line.rstrip().rpartition(" ")
-            try:
-                label = int(tail)
-            except ValueError:
-                label = None
-            if not sep or not head or label is None:
-                raise ValueError("%s:%d: expected 'path label', got %r" % (path, n, line))
-            paths.append(head)
-            labels.append(label)
-    return paths, np.array(labels)
+def check_classes(labels, classes_per_batch, per_class, source):
+    """The number of usable classes (at least per_class examples); says how many are
+    left out, and raises UsageError when fewer than classes_per_batch remain."""
+    _, sizes = np.unique(labels, return_counts=True)
+    small = sizes < per_class
+    if small.any():
+        print("%s: %d of %d classes have fewer than --per-class %d examples and are "
+              "left out; examples left out: %d"
+              % (source, small.sum(), len(sizes), per_class, sizes[small].sum()))
+    usable = int((~small).sum())
+    if usable < classes_per_batch:
+        raise UsageError("%s: %d classes have at least --per-class %d examples, but a "
+                         "batch needs --classes-per-batch %d distinct classes"
+                         % (source, usable, per_class, classes_per_batch))
+    return usable
 
 
 def write_image_list(path, paths, labels, order):
-    with open(path, "w") as f:
+    """The list's lines in `order` (paths written back byte for byte)."""
+    with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
         for i in order:
             f.write("%s %d\n" % (paths[i], labels[i]))
 
@@ -152,9 +168,8 @@ layer {{
 
 
 def _parser():
-    p = argparse.ArgumentParser(
-        prog="python -m npair_examples.batches",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = ArgumentParser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__,
         epilog="""examples:
   # CUB-200 / Stanford Online Products: a Caffe image list 'relative/path.jpg label'
@@ -178,26 +193,44 @@ def _parser():
                    help="K: examples of each class in a batch (2 = the paper's N-pair "
                         "batches; more gives P x K batches) (default: 2)")
     p.add_argument("--epochs", "-E", type=int, default=10,
-                   help="epochs written one after another, each reshuffled (default: 10)")
+                   help="epochs written one after another, each drawn afresh (default: 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     return p
 
 
+def read_hdf5(path):
+    """(data, labels) of an HDF5 file with datasets `data` (N x ...) and `label` (N)."""
+    import h5py
+    if not os.path.exists(path):  # h5py's own message names no file
+        raise FileNotFoundError(2, "No such file or directory", path)
+    try:
+        with h5py.File(path, "r") as h:
+            if "data" not in h or "label" not in h:
+                raise UsageError("%s: needs the datasets 'data' and 'label' (has: %s)"
+                                 % (path, ", ".join(h.keys()) or "none"))
+            data, labels = h["data"][...], h["label"][...].reshape(-1)
+    except OSError as e:
+        raise UsageError("%s: not an HDF5 file (%s)" % (path, e)) from None
+    if len(data) != len(labels):
+        raise UsageError("%s: %d rows of data but %d labels" % (path, len(data), len(labels)))
+    return data, labels
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
+    for name in ("classes_per_batch", "per_class", "epochs"):
+        if getattr(args, name) < 1:
+            raise UsageError("--%s must be at least 1, got %d"
+                             % (name.replace("_", "-"), getattr(args, name)))
     is_h5 = args.input.lower().endswith((".h5", ".hdf5"))
     if is_h5:
-        import h5py
-        with h5py.File(args.input, "r") as h:
-            data, labels = h["data"][...], h["label"][...].reshape(-1)
+        data, labels = read_hdf5(args.input)
         print("read %d rows from %s" % (len(labels), args.input), flush=True)
     else:
-        paths, labels = read_image_list(args.input)
+        images = read_list(args.input)
+        paths, labels = [image.path for image in images], labels_of(images)
         print("read %d images from %s" % (len(paths), args.input), flush=True)
-    n_classes = len(np.unique(labels))
-    if n_classes < args.classes_per_batch:
-        sys.exit("error: %d classes in %s, fewer than --classes-per-batch %d"
-                 % (n_classes, args.input, args.classes_per_batch))
+    n_classes = check_classes(labels, args.classes_per_batch, args.per_class, args.input)
     order, counts = npair_order(labels, args.classes_per_batch, args.per_class,
                                 args.epochs, args.seed)
     batch = args.classes_per_batch * args.per_class
@@ -208,10 +241,10 @@ def main(argv=None):
     else:
         source = args.out
         write_image_list(source, paths, labels, np.concatenate(order))
-    print("%d classes; %d epochs x %s batches of %d (%d classes x %d); %d rows "
-          "(%.0f%% of the data per epoch on average)"
-          % (n_classes, args.epochs, counts[0] if len(set(counts)) == 1 else
-             "%d-%d" % (min(counts), max(counts)), batch, args.classes_per_batch,
+    # Every epoch is equally long: the policy's length depends on the class sizes only.
+    print("%d classes; %d epochs x %d batches of %d (%d classes x %d); %d rows "
+          "(%.0f%% of the data per epoch)"
+          % (n_classes, args.epochs, counts[0], batch, args.classes_per_batch,
              args.per_class, used, 100.0 * used / (len(labels) * args.epochs)))
     print("wrote %s" % source)
     print("use it with shuffle: false and batch_size: %d; keep the solver's max_iter "
@@ -225,4 +258,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, PROG))

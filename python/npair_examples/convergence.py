@@ -25,7 +25,7 @@ import numpy as np
 from npair_examples.evaluate import extract
 from npair_examples.image_list import load_images
 from npair_examples.metrics import map_at_r, recall_at_k
-from npair_loss.cli import UsageError, run
+from npair_loss.cli import ArgumentParser, UsageError, read_json, run
 
 
 def snapshots(prefix):
@@ -95,7 +95,7 @@ def plot(result, out):
 
 
 def _parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m npair_examples.convergence",
         formatter_class=argparse.RawDescriptionHelpFormatter, description=__doc__,
         epilog="example (what scripts/run_example.sh runs):\n"
@@ -105,7 +105,9 @@ def _parser():
                "\\\n      --out runs/glyphs/convergence.json --plot runs/glyphs/convergence.png")
     p.add_argument("--deploy", help="deploy prototxt (one Input)")
     p.add_argument("--list", help="the unseen image list")
-    p.add_argument("--root-folder", default="", help="prefix of the list's paths")
+    p.add_argument("--root-folder", default="",
+                   help="prefix of the list's paths, joined to them as Caffe's root_folder "
+                        "is (as a string: end a folder with /)")
     p.add_argument("--blob", default="embed_norm", help="embedding blob (default: embed_norm)")
     p.add_argument("--model", action="append", default=[], metavar="NAME=PREFIX",
                    help="a model and its snapshot prefix (repeatable)")
@@ -121,8 +123,7 @@ def _parser():
 def main(argv=None):
     args = _parser().parse_args(argv)
     if args.replot:
-        with open(args.out) as f:
-            result = json.load(f)
+        result = read_json(args.out)
     else:
         if not args.deploy or not args.list or not args.model:
             raise UsageError("--deploy, --list and at least one --model are needed")

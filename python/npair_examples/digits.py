@@ -29,19 +29,26 @@ import sys
 
 import numpy as np
 
-from npair_examples.batches import npair_order, write_hdf5_epochs
+from npair_examples.batches import check_classes, npair_order, write_hdf5_epochs
+from npair_loss.cli import ArgumentParser, UsageError, run
+
+PROG = "python -m npair_examples.digits"
 
 
 def parse_classes(text):
-    """'0-4' or '0,1,2,3,4' or '0-2,7' -> sorted list of ints."""
+    """'0-4' or '0,1,2,3,4' or '0-2,7' -> sorted list of ints; UsageError otherwise."""
     out = set()
-    for part in text.split(","):
-        part = part.strip()
-        if "-" in part:
-            a, b = part.split("-")
-            out.update(range(int(a), int(b) + 1))
-        elif part:
-            out.add(int(part))
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = part.split("-")
+                out.update(range(int(a), int(b) + 1))
+            elif part:
+                out.add(int(part))
+    except ValueError:
+        raise UsageError("--train-classes wants digits and ranges such as 0-2,7, got %r"
+                         % text) from None
     return sorted(out)
 
 
@@ -61,8 +68,8 @@ def split_digits(train_classes, seen_holdout=0.2, seed=0):
 
 
 def _parser():
-    p = argparse.ArgumentParser(
-        prog="python -m npair_examples.digits",
+    p = ArgumentParser(
+        prog=PROG,
         formatter_class=argparse.RawDescriptionHelpFormatter, description=__doc__,
         epilog="example:\n  python -m npair_examples.digits --out runs/digits/data\n"
                "  caffe train --solver=models/digits/solver.prototxt")
@@ -88,7 +95,7 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     train_classes = parse_classes(args.train_classes)
     if not set(train_classes) <= set(range(10)) or not 1 < len(train_classes) < 10:
-        sys.exit("error: --train-classes must name 2 to 9 of the digits 0-9")
+        raise UsageError("--train-classes must name 2 to 9 of the digits 0-9")
     print("loading scikit-learn digits; training classes %s, unseen %s"
           % (train_classes, [c for c in range(10) if c not in train_classes]), flush=True)
     x_tr, y_tr, x_seen, y_seen, x_un, y_un = split_digits(
@@ -98,8 +105,11 @@ def main(argv=None):
 
     n = args.classes_per_batch or len(train_classes)
     k = args.per_class
+    if n < 1 or k < 1 or args.epochs < 1:
+        raise UsageError("--classes-per-batch, --per-class and --epochs must be at least 1")
     remap = {c: i for i, c in enumerate(train_classes)}
     y_tr_idx = np.array([remap[c] for c in y_tr])
+    check_classes(y_tr_idx, n, k, "the training digits")
     print("writing %d training epochs of N-pair batches (%d classes x %d)"
           % (args.epochs, n, k), flush=True)
     order, counts = npair_order(y_tr_idx, n, k, args.epochs, args.seed)
@@ -141,4 +151,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, PROG))

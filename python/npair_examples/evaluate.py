@@ -27,7 +27,7 @@ import numpy as np
 
 from npair_examples.image_list import load_images
 from npair_examples.metrics import RECALL_KS, retrieval_metrics
-from npair_loss.cli import UsageError, run
+from npair_loss.cli import ArgumentParser, UsageError, read_npz, run
 
 
 def extract(deploy, weights, x, blob, batch=256, seed=0):
@@ -68,7 +68,7 @@ def format_table(results, ks=RECALL_KS):
 
 
 def _parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m npair_examples.evaluate",
         formatter_class=argparse.RawDescriptionHelpFormatter, description=__doc__,
         epilog="""example (what scripts/run_example.sh runs):
@@ -81,7 +81,9 @@ def _parser():
     p.add_argument("--deploy", required=True, help="deploy prototxt (one Input)")
     p.add_argument("--list", action="append", default=[], metavar="SPLIT=LIST",
                    help="a split from an image list (repeatable)")
-    p.add_argument("--root-folder", default="", help="prefix of the lists' paths")
+    p.add_argument("--root-folder", default="",
+                   help="prefix of the lists' paths, joined to them as Caffe's root_folder "
+                        "is (as a string: end a folder with /)")
     p.add_argument("--data", help=".npz with x_<split> and y_<split> arrays")
     p.add_argument("--model", action="append", required=True, metavar="NAME=WEIGHTS",
                    help="a model to evaluate (repeatable); NAME= for random init")
@@ -118,9 +120,12 @@ def main(argv=None):
             raise UsageError("--list wants SPLIT=LIST, got %r" % spec)
         splits.append((split, lambda path=path: load_images(path, args.root_folder)))
     if args.data:
-        data = np.load(args.data)
-        splits += [(s, lambda s=s: (data["x_" + s], data["y_" + s]))
-                   for s in args.splits.split(",") if s]
+        data = read_npz(args.data)
+        for s in filter(None, args.splits.split(",")):
+            if "x_" + s not in data or "y_" + s not in data:
+                raise UsageError("%s: no arrays x_%s and y_%s for split %r"
+                                 % (args.data, s, s, s))
+            splits.append((s, lambda s=s: (data["x_" + s], data["y_" + s])))
     if not splits:
         raise UsageError("nothing to evaluate: give --list SPLIT=LIST or --data")
     no_nmi = set(args.no_nmi.split(","))

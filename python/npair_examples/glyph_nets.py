@@ -28,7 +28,7 @@ import argparse
 import os
 import sys
 
-from npair_loss.cli import UsageError, run
+from npair_loss.cli import ArgumentParser, UsageError, run
 from npair_loss.params import npair_loss_param_text, one_line_param_str
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
@@ -249,7 +249,7 @@ def files(train_classes):
 
 
 def _parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m npair_examples.glyph_nets",
         formatter_class=argparse.RawDescriptionHelpFormatter, description=__doc__)
     p.add_argument("--out", default="models/glyphs", help="folder (default: %(default)s)")

@@ -40,7 +40,7 @@ import sys
 
 import numpy as np
 
-from npair_loss.cli import UsageError, run
+from npair_loss.cli import ArgumentParser, UsageError, run
 
 FACES_TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
                            "glyph_faces.tsv")
@@ -215,7 +215,7 @@ def cache_key(table, faces, args):
 
 
 def _parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m npair_examples.glyphs",
         formatter_class=argparse.RawDescriptionHelpFormatter, description=__doc__,
         epilog="example (what scripts/run_example.sh runs):\n"

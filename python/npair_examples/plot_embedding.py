@@ -11,7 +11,7 @@ import sys
 import numpy as np
 
 from npair_examples.metrics import l2_normalize
-from npair_loss.cli import UsageError, run
+from npair_loss.cli import ArgumentParser, UsageError, read_json, read_npz, run
 
 
 def project(x, method="tsne", seed=0):
@@ -36,7 +36,7 @@ def plot(emb, split, out, method="tsne", models=None, seed=0, scores=None, n_cla
         pick = np.random.default_rng(seed).choice(np.unique(labels), n_classes, replace=False)
         chosen = np.isin(labels, pick)
     labels = labels[chosen]
-    names = models or [k.split("__", 1)[1] for k in emb.files
+    names = models or [k.split("__", 1)[1] for k in emb
                        if k.startswith(split + "__") and not k.endswith("__labels")]
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.4), squeeze=False)
     classes = np.unique(labels)
@@ -65,7 +65,7 @@ def plot(emb, split, out, method="tsne", models=None, seed=0, scores=None, n_cla
 
 
 def _parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m npair_examples.plot_embedding",
         formatter_class=argparse.RawDescriptionHelpFormatter, description=__doc__,
         epilog="example:\n  python -m npair_examples.plot_embedding runs/digits/embeddings.npz "
@@ -86,15 +86,16 @@ def _parser():
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    emb = np.load(args.embeddings)
-    if args.split + "__labels" not in emb.files:
+    emb = read_npz(args.embeddings)
+    if args.split + "__labels" not in emb:
         raise UsageError("no split %r in %s" % (args.split, args.embeddings))
     scores = None
     if args.metrics:
-        import json
-        with open(args.metrics) as f:
-            scores = json.load(f).get(args.split)
+        scores = read_json(args.metrics).get(args.split)
     models = args.models.split(",") if args.models else None
+    for name in models or []:
+        if "%s__%s" % (args.split, name) not in emb:
+            raise UsageError("%s: no model %r in split %r" % (args.embeddings, name, args.split))
     plot(emb, args.split, args.out, args.method, models, args.seed, scores, args.classes)
     print("plot_embedding: wrote %s" % args.out)
     return 0

@@ -16,6 +16,9 @@ import argparse
 import sys
 
 from npair_examples.caffe_log import find_series, parse_log
+from npair_loss.cli import ArgumentParser, UsageError, run
+
+PROG = "python -m npair_examples.plot_log"
 
 
 def plot(parsed, out, loss="loss", recall="top1", title=None):
@@ -50,8 +53,8 @@ def plot(parsed, out, loss="loss", recall="top1", title=None):
 
 
 def _parser():
-    p = argparse.ArgumentParser(
-        prog="python -m npair_examples.plot_log",
+    p = ArgumentParser(
+        prog=PROG,
         formatter_class=argparse.RawDescriptionHelpFormatter, description=__doc__,
         epilog="example:\n  python -m npair_examples.plot_log runs/digits/npair_train.log "
                "--out runs/digits/training.png")
@@ -70,7 +73,8 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     parsed = parse_log(args.log)
     if not parsed["train"]:
-        sys.exit("error: no 'Train net output' lines in %s" % args.log)
+        raise UsageError("%s: no 'Train net output' lines: not a `caffe train` log"
+                         % args.log)
     n = plot(parsed, args.out, args.loss, args.recall, args.title)
     last = {k: v[-1] for k, v in parsed["train"].items()}
     print("plot_log: %d train outputs over %d displays (last: %s); %d curves -> %s" % (
@@ -80,4 +84,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, PROG))

@@ -15,7 +15,7 @@ import numpy as np
 
 from npair_examples.image_list import load_images
 from npair_examples.metrics import l2_normalize
-from npair_loss.cli import UsageError, run
+from npair_loss.cli import ArgumentParser, UsageError, read_npz, run
 
 
 def neighbours(emb, queries, k):
@@ -64,7 +64,7 @@ def plot(images, labels, embeddings, queries, k, out, title=None):
 
 
 def _parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m npair_examples.plot_retrieval",
         formatter_class=argparse.RawDescriptionHelpFormatter, description=__doc__,
         epilog="example (what scripts/run_example.sh runs):\n"
@@ -73,7 +73,9 @@ def _parser():
                "--models npair,softmax --out runs/glyphs/retrieval.png")
     p.add_argument("embeddings", help=".npz written by evaluate --embeddings")
     p.add_argument("--list", required=True, help="the split's image list")
-    p.add_argument("--root-folder", default="", help="prefix of the list's paths")
+    p.add_argument("--root-folder", default="",
+                   help="prefix of the list's paths, joined to them as Caffe's root_folder "
+                        "is (as a string: end a folder with /)")
     p.add_argument("--split", default="unseen", help="split (default: unseen)")
     p.add_argument("--models", default="npair,softmax", help="models, in order "
                    "(default: npair,softmax)")
@@ -86,7 +88,7 @@ def _parser():
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    emb = np.load(args.embeddings)
+    emb = read_npz(args.embeddings)
     images, labels = load_images(args.list, args.root_folder)
     stored = emb.get(args.split + "__labels")
     if stored is None or not np.array_equal(stored, labels):
@@ -95,9 +97,9 @@ def main(argv=None):
     embeddings = {}
     for name in args.models.split(","):
         key = "%s__%s" % (args.split, name)
-        if key not in emb.files:
+        if key not in emb:
             raise UsageError("%s: no model %r (has %s)" % (args.embeddings, name, ", ".join(
-                k.split("__", 1)[1] for k in emb.files if not k.endswith("__labels"))))
+                k.split("__", 1)[1] for k in emb if not k.endswith("__labels"))))
         embeddings[name] = emb[key]
     queries = np.random.default_rng(args.seed).choice(len(labels), args.queries, replace=False)
     plot(images, labels, embeddings, queries, args.k, args.out)

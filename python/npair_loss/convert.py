@@ -18,14 +18,13 @@ Text that is not protobuf text format, or a converted layer's parameters with an
 unknown field or value, is an error (PrototxtError) that says where: on the command
 line, one line `python -m npair_loss.convert: error: FILE:LINE:COLUMN: ...`, exit 2.
 """
-import argparse
 import re
 import sys
 from typing import List, NamedTuple, Optional
 
 from google.protobuf import text_encoding, text_format
 
-from .cli import UsageError, run
+from .cli import ArgumentParser, UsageError, run
 from .params import message_class
 
 PROG = 'python -m npair_loss.convert'
@@ -243,7 +242,7 @@ def convert(text, to='python'):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split('\n\n')[0])
+    parser = ArgumentParser(prog=PROG, description=__doc__.split('\n\n')[0])
     parser.add_argument('input', help="net prototxt ('-': standard input)")
     parser.add_argument('output', help="where to write the result ('-': standard output)")
     parser.add_argument('--to', choices=('python', 'cpp'), default='python',

@@ -20,15 +20,13 @@ point checked.
 A mistake in the command (a missing or malformed file, no such blob, --inputs that do
 not fit the net) is one line `python -m npair_loss.gradcheck: error: ...`, exit 2.
 """
-import argparse
 import sys
-import zipfile
 from typing import NamedTuple
 
 import numpy
 
 from . import npair_math
-from .cli import UsageError, run
+from .cli import ArgumentParser, UsageError, read_npz, run
 from .params import from_message
 
 PROG = 'python -m npair_loss.gradcheck'
@@ -184,19 +182,6 @@ def _read_net_param(path):
         raise UsageError(f'{path}:{where} {str(e).split(" : ", 1)[-1]}') from None
 
 
-def _read_inputs(path):
-    """{name: array} from an .npz file."""
-    try:
-        arrays = numpy.load(path)
-        if not isinstance(arrays, numpy.lib.npyio.NpzFile):
-            raise UsageError(f'{path}: one array, not an .npz file of them (write it with '
-                             'numpy.savez(path, blob_name=array, ...))')
-        with arrays:
-            return dict(arrays.items())
-    except (ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise UsageError(f'{path}: not an .npz file of arrays ({e})') from None
-
-
 def _copy_inputs(net, arrays, path):
     for name, array in arrays.items():
         if name not in net.blobs:
@@ -217,7 +202,7 @@ def _check_blob_names(net, names, what):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG, description=__doc__.split('\n\n')[0],
         epilog='Exit status: 0 when every checked element passes (and some were checked), '
                '1 otherwise, 2 for a mistake in the command or its files. Data layers are '
@@ -239,7 +224,7 @@ def main(argv=None):
     import caffe
 
     net_param = _read_net_param(args.net)
-    inputs = _read_inputs(args.inputs) if args.inputs else {}
+    inputs = read_npz(args.inputs) if args.inputs else {}
     if args.weights:
         open(args.weights, 'rb').close()        # a missing file: one line, not Caffe's abort
     if args.gpu is not None:

@@ -168,7 +168,7 @@ def _negatives(S, pos, fill, out=None):
 def _symmetric_reduce(a, op, local):
     """a.max() or a.min() (op) of a symmetric array: over each row as a column
     (N, 1) if local, else over all of a as (1, 1). A row's reduction is taken down its
-    column, the same values, which NumPy reduces with SIMD across rows (2x faster)."""
+    column, the same values, which NumPy reduces with SIMD across rows."""
     if not local:
         return getattr(a, op)(keepdims=True)
     return getattr(a, op)(axis=0)[:, None]

@@ -558,7 +558,7 @@ TYPED_TEST(NPairMultiClassLossLayerTest, TestSameResultsForAnyThreadCount) {
 
 TYPED_TEST(NPairMultiClassLossLayerTest, TestUsageBlock) {
   typedef typename TypeParam::Dtype Dtype;
-  // The seed's usage block, verbatim, after an input layer.
+  // The usage block (docs/usage_block.prototxt), verbatim, after an input layer.
   const string proto =
       "force_backward: true "
       "layer { name: 'data' type: 'Input' top: 'pool5/7x7_s1' "
