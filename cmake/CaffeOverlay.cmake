@@ -80,7 +80,8 @@ file(COPY_FILE "${CMAKE_BINARY_DIR}/caffe.proto.new" "${CAFFE_WORK_DIR}/src/caff
 # picked up by a re-configure, which CONFIGURE_DEPENDS triggers by itself.
 file(GLOB_RECURSE our_cxx_files CONFIGURE_DEPENDS RELATIVE "${PROJECT_SOURCE_DIR}"
      "${PROJECT_SOURCE_DIR}/include/*.hpp" "${PROJECT_SOURCE_DIR}/src/*.hpp"
-     "${PROJECT_SOURCE_DIR}/src/*.cpp" "${PROJECT_SOURCE_DIR}/src/*.cu")
+     "${PROJECT_SOURCE_DIR}/src/*.cuh" "${PROJECT_SOURCE_DIR}/src/*.cpp"
+     "${PROJECT_SOURCE_DIR}/src/*.cu")
 # A file we removed leaves a dangling link that Caffe's own globs would still find.
 execute_process(COMMAND find "${CAFFE_WORK_DIR}/include" "${CAFFE_WORK_DIR}/src" -xtype l -delete)
 foreach(f IN LISTS our_cxx_files)

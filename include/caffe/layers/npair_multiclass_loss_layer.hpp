@@ -8,6 +8,8 @@
 #include "caffe/proto/caffe.pb.h"
 
 #include "caffe/layers/loss_layer.hpp"
+#include "caffe/syncedmem.hpp"
+#include "caffe/util/npair_radix_select.hpp"
 #include "caffe/util/npair_selection.hpp"
 
 namespace caffe {
@@ -68,7 +70,8 @@ template <typename Dtype>
 class NPairMultiClassLossLayer : public LossLayer<Dtype> {
  public:
   explicit NPairMultiClassLossLayer(const LayerParameter& param)
-      : LossLayer<Dtype>(param) {}
+      : LossLayer<Dtype>(param),
+        gpu_radix_state_(sizeof(NPairRadixState)) {}
   virtual void LayerSetUp(const vector<Blob<Dtype>*>& bottom,
       const vector<Blob<Dtype>*>& top);
   virtual void Reshape(const vector<Blob<Dtype>*>& bottom,
@@ -132,14 +135,25 @@ class NPairMultiClassLossLayer : public LossLayer<Dtype> {
 
   // Three N x N buffers: the similarities, the pair weights that Backward
   // needs, and a scratch that holds the similarity list a threshold is
-  // selected from in Forward (a GLOBAL list holds up to N (N - 1) ordered
-  // pairs) and G + G^T in Backward.
+  // selected from in Forward_cpu (a GLOBAL list holds up to N (N - 1)
+  // ordered pairs) and G + G^T in Backward.
   Blob<Dtype> sim_;
   Blob<Dtype> pair_weight_;
   Blob<Dtype> pair_scratch_;
   Blob<Dtype> pos_threshold_;  ///< N: t+ of each query
   Blob<Dtype> neg_threshold_;  ///< N: t- of each query
   vector<double> row_loss_;    ///< N: l_i, added up in row order
+
+  // The per-query scratch of Forward_gpu, typed and sized in Reshape (the
+  // radix state has one size, set here at construction); Blobs and
+  // SyncedMemory allocate on first use, so the CPU path never pays for them.
+  Blob<double> gpu_row_loss_;      ///< N: l_i
+  Blob<double> gpu_row_asum_;      ///< N: the L1 norm of each feature row
+  /// N: for Recall@K, the negatives at least as similar as the query's best
+  /// positive; -1 for a query without a positive
+  Blob<int> gpu_recall_ahead_;
+  /// An NPairRadixState: where a GLOBAL RELATIVE_* select keeps its passes
+  SyncedMemory gpu_radix_state_;
 };
 
 }  // namespace caffe

@@ -204,6 +204,9 @@ void NPairMultiClassLossLayer<Dtype>::Reshape(
   pos_threshold_.Reshape(rows_shape);
   neg_threshold_.Reshape(rows_shape);
   row_loss_.resize(num);
+  gpu_row_loss_.Reshape(rows_shape);
+  gpu_row_asum_.Reshape(rows_shape);
+  gpu_recall_ahead_.Reshape(rows_shape);
 }
 
 template <typename Dtype>

@@ -1,7 +1,8 @@
 // The CUDA path's radix select (caffe/util/npair_radix_select.hpp) run on the
 // host: the keys keep the order of the similarities, and its passes pick the
 // same order statistic as std::nth_element at NPairRelativePosition. The
-// device kernels only add how the histograms are counted.
+// device kernels only add how the histograms are counted; in a CUDA build
+// the GPU tests at the end run them, through the layer's own launcher.
 
 #include <algorithm>
 #include <cstring>
@@ -14,6 +15,12 @@
 #include "caffe/util/npair_radix_select.hpp"
 
 #include "caffe/test/test_caffe_main.hpp"
+
+#ifndef CPU_ONLY
+#include "caffe/blob.hpp"
+#include "caffe/syncedmem.hpp"
+#include "caffe/util/npair_gpu_passes.hpp"
+#endif
 
 namespace caffe {
 
@@ -122,5 +129,92 @@ TYPED_TEST(NPairRadixSelectTest, TestEmptyListSelectsNothing) {
   EXPECT_FALSE(this->template Select<unsigned int>(vector<TypeParam>(), -0.5f,
                                                    &value));
 }
+
+#ifndef CPU_ONLY
+
+// npair_gpu::RelativeThresholds, the device's radix select, against
+// std::nth_element over the lists it selects from: every row's (LOCAL) and
+// the batch's (GLOBAL) list of positives or of negatives, from a matrix of
+// tie-heavy values with zeros of both signs and, if asked, infinities.
+// Batches of one sample (every list empty), of a few, and with rows longer
+// than a block; labels of few classes, a NaN label among them.
+template <typename Dtype>
+class NPairRadixSelectGPUTest : public NPairRadixSelectTest<Dtype> {
+ protected:
+  // The threshold of every query as the layer's CPU path defines it.
+  static vector<Dtype> Expected(const vector<Dtype>& sim,
+      const vector<Dtype>& labels, const bool same_label, const bool global,
+      const float sn, const Dtype empty_value) {
+    const int num = labels.size();
+    vector<Dtype> batch_list, expected(num);
+    vector<vector<Dtype> > lists(num);
+    for (int i = 0; i < num; ++i) {
+      for (int j = 0; j < num; ++j) {
+        if (j != i && (labels[j] == labels[i]) == same_label) {
+          lists[i].push_back(sim[i * num + j]);
+          batch_list.push_back(sim[i * num + j]);
+        }
+      }
+    }
+    for (int i = 0; i < num; ++i) {
+      const vector<Dtype>& list = global ? batch_list : lists[i];
+      expected[i] = list.empty() ? empty_value : NthElement(list, sn);
+    }
+    return expected;
+  }
+  static Dtype NthElement(vector<Dtype> list, const float sn) {
+    const int k = NPairRelativePosition(list.size(), sn);
+    std::nth_element(list.begin(), list.begin() + k, list.end());
+    return list[k];
+  }
+};
+
+TYPED_TEST_CASE(NPairRadixSelectGPUTest, TestDtypes);
+
+TYPED_TEST(NPairRadixSelectGPUTest, TestSelectIsNthElement) {
+  typedef TypeParam Dtype;
+  const Dtype inf = std::numeric_limits<Dtype>::infinity();
+  const int nums[] = {1, 2, 7, 300};
+  const float sns[] = {0.0f, -0.0f, 1.0f, 2.5f, 7.0f, 1e30f, -0.05f, -0.3f,
+                       -0.5f, -0.99f, -1.0f, -1e30f};
+  SyncedMemory state(sizeof(NPairRadixState));
+  for (int s = 0; s < sizeof(nums) / sizeof(nums[0]); ++s) {
+    const int num = nums[s];
+    for (int infinite = 0; infinite < 2; ++infinite) {
+      const vector<Dtype> sim = this->List(num * num, infinite);
+      vector<Dtype> labels(num);
+      for (int i = 0; i < num; ++i) {
+        labels[i] = (i % 11 == 5) ? std::numeric_limits<Dtype>::quiet_NaN()
+                                  : Dtype(this->rng_() % 3);
+      }
+      Blob<Dtype> sim_blob(vector<int>(2, num));
+      Blob<Dtype> labels_blob(vector<int>(1, num));
+      Blob<Dtype> threshold(vector<int>(1, num));
+      std::copy(sim.begin(), sim.end(), sim_blob.mutable_cpu_data());
+      std::copy(labels.begin(), labels.end(), labels_blob.mutable_cpu_data());
+      for (int k = 0; k < sizeof(sns) / sizeof(sns[0]); ++k) {
+        for (int kind = 0; kind < 4; ++kind) {
+          const bool same_label = kind % 2, global = kind / 2;
+          const Dtype empty_value = same_label ? -inf : inf;
+          SCOPED_TRACE(testing::Message() << "N " << num << ", sn " << sns[k]
+              << (same_label ? ", positives" : ", negatives")
+              << (global ? ", GLOBAL" : ", LOCAL")
+              << (infinite ? ", with infinities" : ""));
+          npair_gpu::RelativeThresholds(num, sim_blob.gpu_data(),
+              labels_blob.gpu_data(), same_label, global, sns[k], empty_value,
+              static_cast<NPairRadixState*>(state.mutable_gpu_data()),
+              threshold.mutable_gpu_data());
+          const vector<Dtype> expected = this->Expected(sim, labels,
+              same_label, global, sns[k], empty_value);
+          for (int i = 0; i < num; ++i) {
+            EXPECT_EQ(expected[i], threshold.cpu_data()[i]) << "query " << i;
+          }
+        }
+      }
+    }
+  }
+}
+
+#endif  // !CPU_ONLY
 
 }  // namespace caffe
