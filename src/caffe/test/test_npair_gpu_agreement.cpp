@@ -91,9 +91,8 @@ class NPairGpuAgreementTest : public ::testing::Test {
     return NPairLayerRunner<Dtype>(p, num_tops).Run(batch, kWeight);
   }
 
-  // The GPU run agrees with the CPU run, and a batch with a loss to learn
-  // has a gradient (a GPU Backward that wrote nothing would leave the
-  // garbage the runner fills the diff with, or zeros, and fail above).
+  // The GPU run agrees with the CPU run; and where the CPU has a loss it
+  // has a gradient, so the gradients compared are not two sets of zeros.
   static void ExpectAgreesWith(const NPairRun<Dtype>& gpu,
       const NPairRun<Dtype>& cpu) {
     EXPECT_TRUE(NPairRunsAgree(gpu, cpu, NPairAgreementTolerance<Dtype>()));

@@ -16,7 +16,8 @@
  *  - npair_gpu_rows.cu: one block per query for the HARD / EASY thresholds
  *    and Recall@K counts, and for the loss and pair weights; the rows' L1
  *    norms; the scalar tops.
- * Private to the layer's CUDA code: not part of Caffe's installed headers.
+ * Private to the layer's CUDA code and its tests: not part of Caffe's
+ * installed headers.
  */
 
 #include "caffe/util/npair_radix_select.hpp"
