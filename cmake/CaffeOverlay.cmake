@@ -80,8 +80,8 @@ file(COPY_FILE "${CMAKE_BINARY_DIR}/caffe.proto.new" "${CAFFE_WORK_DIR}/src/caff
 # picked up by a re-configure, which CONFIGURE_DEPENDS triggers by itself.
 file(GLOB_RECURSE our_cxx_files CONFIGURE_DEPENDS RELATIVE "${PROJECT_SOURCE_DIR}"
      "${PROJECT_SOURCE_DIR}/include/*.hpp" "${PROJECT_SOURCE_DIR}/src/*.hpp"
-     "${PROJECT_SOURCE_DIR}/src/*.inc" "${PROJECT_SOURCE_DIR}/src/*.cpp"
-     "${PROJECT_SOURCE_DIR}/src/*.cu")
+     "${PROJECT_SOURCE_DIR}/src/*.inc" "${PROJECT_SOURCE_DIR}/src/*.cuh"
+     "${PROJECT_SOURCE_DIR}/src/*.cpp" "${PROJECT_SOURCE_DIR}/src/*.cu")
 list(REMOVE_ITEM our_cxx_files ${npair_overlay_excluded})
 # Our links are redone each time: a file we removed, or one this build leaves out,
 # would leave a link that Caffe's own globs still find.

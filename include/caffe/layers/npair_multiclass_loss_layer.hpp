@@ -138,7 +138,8 @@ class NPairMultiClassLossLayer : public LossLayer<Dtype> {
 
   // The steps of Forward_cpu, in order; each reads what the previous wrote.
   // Each splits its O(N C) work over the OpenMP threads and gives the same
-  // result for any number of them.
+  // result for any number of them. (Forward_gpu makes the same steps with
+  // the device passes of caffe/util/npair_gpu_passes.hpp.)
 
   /// sim_ = [X X^T | X R^T], its batch block exactly symmetric; and the
   /// candidates' labels [y | z].
@@ -164,6 +165,12 @@ class NPairMultiClassLossLayer : public LossLayer<Dtype> {
   Blob<Dtype> pair_weight_;
   vector<double> row_loss_;  ///< N: l_i, added up in row order
   vector<int> ahead_;        ///< N: the Recall@K count, -1 if not eligible
+
+  // The per-query values of Forward_gpu, on the device, sized in Reshape;
+  // a Blob allocates on first use, so the CPU path never pays for them.
+  Blob<double> gpu_row_loss_;     ///< N: l_i
+  Blob<double> gpu_row_asum_;     ///< N: the L1 norm of each feature row
+  Blob<int> gpu_recall_ahead_;    ///< N: as ahead_
 };
 
 }  // namespace caffe

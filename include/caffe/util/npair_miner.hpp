@@ -5,6 +5,7 @@
 
 #include "caffe/blob.hpp"
 #include "caffe/proto/caffe.pb.h"
+#include "caffe/syncedmem.hpp"
 #include "caffe/util/npair_mining_rules.hpp"
 #include "caffe/util/npair_positive_index.hpp"
 
@@ -23,7 +24,7 @@ struct NPairSimilarities {
   const Dtype* data;     ///< S_ic
   const Dtype* labels;   ///< the C candidates' labels (the queries' first)
 
-  const Dtype* row(const int i) const {
+  NPAIR_HOST_DEVICE const Dtype* row(const int i) const {
     return data + static_cast<size_t>(i) * ld;
   }
 };
@@ -93,7 +94,10 @@ class NPairMiner {
   const NPairLossParameter param_;
   Blob<Dtype> pos_threshold_;  ///< N: t+_i (unused for RAND)
   Blob<Dtype> neg_threshold_;  ///< N: t-_i (unused for RAND)
-  Blob<Dtype> lists_;          ///< N x C: a RELATIVE_* method's lists
+  Blob<Dtype> lists_;          ///< N x C, CPU: a RELATIVE_* method's lists
+  /// GPU: an NPairRadixState, where a GLOBAL RELATIVE_* select keeps its
+  /// passes (of one size: allocated on first use)
+  SyncedMemory radix_state_;
 };
 
 /**

@@ -59,7 +59,16 @@ NPAIR_HOST_DEVICE inline int NPairRelativePosition(const int n,
     const float sn) {
   const double last = n - 1;
   const double s = sn;
+#ifdef __CUDA_ARCH__
+  // nvcc contracts last + s * n into one fused multiply-add, which rounds
+  // once; the host code (x86-64 without FMA, and Python's float64) rounds
+  // the product, then the sum. The intrinsics round each on the device too,
+  // so both give the same position for every n and sn.
+  double pos = (s >= 0) ? last - floor(s)
+                        : trunc(__dadd_rn(last, __dmul_rn(s, n)));
+#else
   double pos = (s >= 0) ? last - floor(s) : trunc(last + s * n);
+#endif
   if (pos < 0) { pos = 0; }
   if (pos > last) { pos = last; }
   return static_cast<int>(pos);

@@ -8,9 +8,10 @@
  * similarities) without sorting: similarities map to unsigned keys of the
  * same order, and each pass fixes one 8-bit digit of the sought key from a
  * 256-bin histogram of the keys that match the digits fixed so far. The
- * histograms are built on the device (npair_multiclass_loss_layer.cu); the
- * key mapping and the digit choice are here, so a CPU test can run the
- * passes against std::nth_element.
+ * histograms are built on the device (npair_gpu_radix_select.cu); the key
+ * mapping, the digit choice and the state a batch-wide select keeps between
+ * its passes are here, so a CPU test can run the passes against
+ * std::nth_element.
  */
 
 #include <string.h>
@@ -90,6 +91,23 @@ NPAIR_HOST_DEVICE void NPairPickDigit(const Count* hist, const int shift,
   *prefix |= static_cast<Key>(digit) << shift;
   *mask |= static_cast<Key>(255) << shift;
 }
+
+/**
+ * @brief Where a batch-wide (GLOBAL) select stands between its passes, kept
+ *        in device memory: the merged histogram of the current digit, the
+ *        digits fixed so far (prefix under mask), the rank still sought among
+ *        the keys that match them, and whether the list was empty.
+ *
+ * 64-bit throughout: the keys of double, and counts of up to the N (N - 1)
+ * pairs of a batch.
+ */
+struct NPairRadixState {
+  unsigned long long hist[256];  // NOLINT(runtime/int)
+  unsigned long long prefix;     // NOLINT(runtime/int)
+  unsigned long long mask;       // NOLINT(runtime/int)
+  long long rank;                // NOLINT(runtime/int)
+  int empty;
+};
 
 }  // namespace caffe
 

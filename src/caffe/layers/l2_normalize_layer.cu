@@ -5,26 +5,16 @@
 
 #include <vector>
 
-#include "cub/block/block_reduce.cuh"
-
 #include "caffe/layers/l2_normalize_layer.hpp"
+#include "caffe/util/npair_block_reduce.cuh"
 
 namespace caffe {
 
 namespace {
 
-const int kThreads = 256;
-
-/// The sum of v over the block, returned to every thread.
-__device__ double BlockSum(const double v) {
-  typedef cub::BlockReduce<double, kThreads> Reduce;
-  __shared__ typename Reduce::TempStorage temp;
-  __shared__ double result;
-  const double r = Reduce(temp).Sum(v);
-  if (threadIdx.x == 0) { result = r; }
-  __syncthreads();
-  return result;
-}
+using npair_gpu::BlockAllReduce;
+using npair_gpu::kBlockThreads;
+using npair_gpu::SumOp;
 
 /// Sample n = blockIdx.x: norm[n] = sqrt(|x_n|^2 + eps), y_n = x_n / norm[n].
 template <typename Dtype>
@@ -32,14 +22,14 @@ __global__ void L2NormalizeForward(const int dim, const double epsilon,
     const Dtype* x, Dtype* y, Dtype* norm) {
   const size_t offset = static_cast<size_t>(blockIdx.x) * dim;
   double sum_sq = 0;
-  for (int d = threadIdx.x; d < dim; d += kThreads) {
+  for (int d = threadIdx.x; d < dim; d += kBlockThreads) {
     const double v = x[offset + d];
     sum_sq += v * v;
   }
-  const Dtype r = sqrt(BlockSum(sum_sq) + epsilon);
+  const Dtype r = sqrt(BlockAllReduce(sum_sq, SumOp()) + epsilon);
   if (threadIdx.x == 0) { norm[blockIdx.x] = r; }
   const Dtype scale = Dtype(1) / r;
-  for (int d = threadIdx.x; d < dim; d += kThreads) {
+  for (int d = threadIdx.x; d < dim; d += kBlockThreads) {
     y[offset + d] = x[offset + d] * scale;
   }
 }
@@ -50,12 +40,12 @@ __global__ void L2NormalizeBackward(const int dim, const Dtype* y,
     const Dtype* top_diff, const Dtype* norm, Dtype* bottom_diff) {
   const size_t offset = static_cast<size_t>(blockIdx.x) * dim;
   double g_dot_y = 0;
-  for (int d = threadIdx.x; d < dim; d += kThreads) {
+  for (int d = threadIdx.x; d < dim; d += kBlockThreads) {
     g_dot_y += static_cast<double>(top_diff[offset + d]) * y[offset + d];
   }
-  const Dtype dot = BlockSum(g_dot_y);
+  const Dtype dot = BlockAllReduce(g_dot_y, SumOp());
   const Dtype scale = Dtype(1) / norm[blockIdx.x];
-  for (int d = threadIdx.x; d < dim; d += kThreads) {
+  for (int d = threadIdx.x; d < dim; d += kBlockThreads) {
     bottom_diff[offset + d] =
         (top_diff[offset + d] - dot * y[offset + d]) * scale;
   }
@@ -69,7 +59,7 @@ void L2NormalizeLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
   const int num = bottom[0]->shape(0);
   const int dim = bottom[0]->count(1);
   // NOLINT_NEXT_LINE(whitespace/operators)
-  L2NormalizeForward<Dtype><<<num, kThreads>>>(dim, kEpsilon,
+  L2NormalizeForward<Dtype><<<num, kBlockThreads>>>(dim, kEpsilon,
       bottom[0]->gpu_data(), top[0]->mutable_gpu_data(),
       norm_.mutable_gpu_data());
   CUDA_POST_KERNEL_CHECK;
@@ -82,7 +72,7 @@ void L2NormalizeLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
   const int num = bottom[0]->shape(0);
   const int dim = bottom[0]->count(1);
   // NOLINT_NEXT_LINE(whitespace/operators)
-  L2NormalizeBackward<Dtype><<<num, kThreads>>>(dim, top[0]->gpu_data(),
+  L2NormalizeBackward<Dtype><<<num, kBlockThreads>>>(dim, top[0]->gpu_data(),
       top[0]->gpu_diff(), norm_.gpu_data(), bottom[0]->mutable_gpu_diff());
   CUDA_POST_KERNEL_CHECK;
 }

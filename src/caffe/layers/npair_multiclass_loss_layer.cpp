@@ -101,6 +101,10 @@ void NPairMultiClassLossLayer<Dtype>::Reshape(
   miner_->Reshape(num_, count_);
   row_loss_.resize(num_);
   ahead_.resize(num_);
+  const vector<int> rows(1, num_);
+  gpu_row_loss_.Reshape(rows);
+  gpu_row_asum_.Reshape(rows);
+  gpu_recall_ahead_.Reshape(rows);
 }
 
 template <typename Dtype>

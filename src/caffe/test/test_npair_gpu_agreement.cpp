@@ -1,15 +1,20 @@
 // The CUDA paths of NPairMultiClassLoss and L2Normalize against their CPU
 // paths, on batches larger than the layer tests use: rows longer than a
 // block, matrices of many tiles, batch-wide radix selects over many blocks.
-// Each test runs the same layer configuration in CPU and in GPU mode, on
-// separate blobs, and compares every top and the gradient.
+// Each NPairMultiClassLoss test runs one configuration in CPU and in GPU
+// mode on the same batch and holds the GPU run to the CPU run with
+// NPairRunsAgree (npair_agreement.hpp: R@K exactly, the loss and
+// feature_asum relative to themselves, the gradient relative to its largest
+// element, at a tolerance test_npair_agreement.cpp shows a 1% error fails).
+// A batch is a list of bottoms (NPairBatch), so a batch with more bottoms
+// runs through the same comparisons.
 //
 // Built only into a CUDA build (CMakeLists.txt leaves it out of CPU_ONLY
 // ones); there, a machine without a usable CUDA device fails every test.
 
 #include <algorithm>
 #include <cmath>
-#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -21,6 +26,7 @@
 #include "caffe/layers/l2_normalize_layer.hpp"
 #include "caffe/layers/npair_multiclass_loss_layer.hpp"
 
+#include "caffe/test/npair_agreement.hpp"
 #include "caffe/test/test_caffe_main.hpp"
 
 #ifdef CPU_ONLY
@@ -43,28 +49,11 @@ std::string NoGpuReason() {
   return count > 0 ? "" : "no CUDA device";
 }
 
-vector<bool> FeaturesOnly() {
-  vector<bool> down(2, false);
-  down[0] = true;
-  return down;
-}
-
-// What one run of a layer produced.
+// Whether a and b hold the same bits.
 template <typename Dtype>
-struct Outputs {
-  vector<Dtype> tops;  // every top's data, in order
-  vector<Dtype> grad;  // bottom[0]'s diff
-};
-
-// The largest |a - b| over |b|'s largest element (or 1, if larger).
-template <typename Dtype>
-double RelativeGap(const vector<Dtype>& a, const vector<Dtype>& b) {
-  double gap = 0, scale = 1;
-  for (int i = 0; i < a.size(); ++i) {
-    gap = std::max(gap, std::fabs(static_cast<double>(a[i]) - b[i]));
-    scale = std::max(scale, std::fabs(static_cast<double>(b[i])));
-  }
-  return gap / scale;
+bool SameBits(const vector<Dtype>& a, const vector<Dtype>& b) {
+  return a.size() == b.size() &&
+      (a.empty() || memcmp(&a[0], &b[0], a.size() * sizeof(Dtype)) == 0);
 }
 
 }  // namespace
@@ -72,64 +61,84 @@ double RelativeGap(const vector<Dtype>& a, const vector<Dtype>& b) {
 template <typename Dtype>
 class NPairGpuAgreementTest : public ::testing::Test {
  protected:
-  NPairGpuAgreementTest() : rng_state_(1701) {}
+  NPairGpuAgreementTest() : draw_(1701) {}
   virtual void SetUp() {
     ASSERT_EQ("", NoGpuReason()) << "CPU-GPU agreement needs a CUDA device";
   }
   virtual void TearDown() { Caffe::set_mode(Caffe::CPU); }
 
-  // A reproducible integer in [0, n), independent of Caffe's generators.
-  int Draw(const int n) {
-    rng_state_ = rng_state_ * 6364136223846793005ull + 1442695040888963407ull;
-    return static_cast<int>((rng_state_ >> 33) % n);
-  }
-  // Features on a grid of eighths: every product and sum of a row is exact
-  // in float, so both paths see the same S (ties included) and must mine the
-  // same pairs; only exp, log and summation order may differ.
-  void GridBatch(const int num, const int dim, const int classes) {
-    features_.Reshape(num, dim, 1, 1);
-    labels_.Reshape(vector<int>(1, num));
-    for (int i = 0; i < features_.count(); ++i) {
-      features_.mutable_cpu_data()[i] = (Draw(7) - 3) / Dtype(8);
-    }
-    for (int i = 0; i < num; ++i) {
-      labels_.mutable_cpu_data()[i] = Draw(classes);
-    }
+  NPairBatch Grid(const int num, const int dim, const int classes) {
+    return NPairGridBatch(num, dim, classes, &draw_);
   }
   // Continuous features of norm about 1: no ties, S rounded differently by
-  // the two GEMMs (see TestGaussianFeatures for what that asks of a batch).
-  void GaussianBatch(const int num, const int dim, const int classes) {
-    GridBatch(num, dim, classes);
-    for (int i = 0; i < features_.count(); ++i) {
-      const double u = (Draw(1 << 20) + 0.5) / (1 << 20);
-      const double v = (Draw(1 << 20) + 0.5) / (1 << 20);
-      features_.mutable_cpu_data()[i] = std::sqrt(-2 * std::log(u)) *
-          std::cos(2 * M_PI * v) / std::sqrt(static_cast<double>(dim));
+  // the two paths' products (see TestGaussianFeatures for what that asks of
+  // a batch). The values are Dtype's, as the layer gets them.
+  NPairBatch Gaussian(const int num, const int dim, const int classes) {
+    NPairBatch batch = Grid(num, dim, classes);
+    for (int i = 0; i < batch.values[0].size(); ++i) {
+      const double u = (draw_(1 << 20) + 0.5) / (1 << 20);
+      const double v = (draw_(1 << 20) + 0.5) / (1 << 20);
+      batch.values[0][i] = static_cast<Dtype>(std::sqrt(-2 * std::log(u)) *
+          std::cos(2 * M_PI * v) / std::sqrt(static_cast<double>(dim)));
+    }
+    return batch;
+  }
+
+  // A fresh layer with num_tops tops, run in `mode` on the batch.
+  static NPairRun<Dtype> RunIn(const Caffe::Brew mode, const NPairBatch& batch,
+      const NPairLossParameter& p, const int num_tops) {
+    Caffe::set_mode(mode);
+    return NPairLayerRunner<Dtype>(p, num_tops).Run(batch, kWeight);
+  }
+
+  // The GPU run agrees with the CPU run; and where the CPU has a loss it
+  // has a gradient, so the gradients compared are not two sets of zeros.
+  static void ExpectAgreesWith(const NPairRun<Dtype>& gpu,
+      const NPairRun<Dtype>& cpu) {
+    EXPECT_TRUE(NPairRunsAgree(gpu, cpu, NPairAgreementTolerance<Dtype>()));
+    if (cpu.tops[0] != 0) {
+      bool any_gradient = false;
+      for (int i = 0; i < cpu.diffs[0].size(); ++i) {
+        any_gradient |= cpu.diffs[0][i] != 0;
+      }
+      EXPECT_TRUE(any_gradient);
     }
   }
 
-  // How far the current batch is from a change in what LOCAL (or RAND)
-  // mining p keeps or in a Recall@K count, in similarity units: over every
-  // row, the smallest distance between a similarity that a rule compares and
-  // its threshold plus margin (the threshold's own similarity left out when
-  // the margin is 0: it is kept by its rule's equality on any path), and
-  // between the best positive and a negative. In double, from the features
-  // both paths get.
-  double ComparisonSlack(const NPairLossParameter& p) {
+  void ExpectAgreement(const NPairBatch& batch, const NPairLossParameter& p,
+      const int num_tops = 5) {
+    SCOPED_TRACE(testing::Message() << num_tops << " tops, "
+                 << p.ShortDebugString());
+    ExpectAgreesWith(RunIn(Caffe::GPU, batch, p, num_tops),
+                     RunIn(Caffe::CPU, batch, p, num_tops));
+  }
+
+  // Every (region, method) pair for positives and negatives on this batch.
+  void ExpectAgreementForAllMinings(const NPairBatch& batch) {
+    for (int m = 0; m < 100; ++m) { ExpectAgreement(batch, NPairMining(m)); }
+  }
+
+  // How far the batch is from a change in what LOCAL (or RAND) mining p
+  // keeps or in a Recall@K count, in similarity units: over every row, the
+  // smallest distance between a similarity that a rule compares and its
+  // threshold plus margin (the threshold's own similarity left out when the
+  // margin is 0: it is kept by its rule's equality on any path), and between
+  // the best positive and a negative. In double, from the features both
+  // paths get.
+  static double ComparisonSlack(const NPairBatch& batch,
+      const NPairLossParameter& p) {
     CHECK(p.ap_mining_region() == P::LOCAL && p.an_mining_region() == P::LOCAL)
         << "batch-wide lists are not checked";
-    const int num = features_.shape(0), dim = features_.count(1);
-    const Dtype* x = features_.cpu_data();
-    const Dtype* y = labels_.cpu_data();
+    const int num = batch.shapes[0][0], dim = batch.shapes[0][1];
+    const vector<double>& x = batch.values[0];
+    const vector<double>& y = batch.values[1];
     double slack = std::numeric_limits<double>::infinity();
     for (int i = 0; i < num; ++i) {
       vector<double> positives, negatives;
       for (int j = 0; j < num; ++j) {
         if (j == i) { continue; }
         double s = 0;
-        for (int k = 0; k < dim; ++k) {
-          s += static_cast<double>(x[i * dim + k]) * x[j * dim + k];
-        }
+        for (int k = 0; k < dim; ++k) { s += x[i * dim + k] * x[j * dim + k]; }
         (y[j] == y[i] ? positives : negatives).push_back(s);
       }
       if (!positives.empty()) {
@@ -172,142 +181,114 @@ class NPairGpuAgreementTest : public ::testing::Test {
     }
     return slack;
   }
-  // The most the two paths' S can differ by: twice the float rounding bound
+  // The most the two paths' S can differ by: twice the Dtype rounding bound
   // of a dot product of length D, gamma_D |x_i| |x_j|.
-  double SimilarityRoundingBound() {
-    const int num = features_.shape(0), dim = features_.count(1);
+  static double SimilarityRoundingBound(const NPairBatch& batch) {
+    const int num = batch.shapes[0][0], dim = batch.shapes[0][1];
     const double u = std::numeric_limits<Dtype>::epsilon() / 2;
     double largest = 0;
     for (int i = 0; i < num; ++i) {
       double norm2 = 0;
       for (int k = 0; k < dim; ++k) {
-        norm2 += static_cast<double>(features_.cpu_data()[i * dim + k]) *
-                 features_.cpu_data()[i * dim + k];
+        norm2 += batch.values[0][i * dim + k] * batch.values[0][i * dim + k];
       }
       largest = std::max(largest, norm2);
     }
     return 2 * (dim * u / (1 - dim * u)) * largest;
   }
 
-  // Forward with 5 tops, then Backward with loss weight `weight`, in `mode`.
-  Outputs<Dtype> RunNPair(const Caffe::Brew mode, const LayerParameter& param,
-      const Dtype weight) {
-    Caffe::set_mode(mode);
-    Blob<Dtype> features, labels;
-    features.CopyFrom(features_, false, true);
-    labels.CopyFrom(labels_, false, true);
-    vector<Blob<Dtype>*> bottom;
-    bottom.push_back(&features);
-    bottom.push_back(&labels);
-    Blob<Dtype> top_blobs[5];
-    vector<Blob<Dtype>*> top;
-    for (int i = 0; i < 5; ++i) { top.push_back(&top_blobs[i]); }
-    NPairMultiClassLossLayer<Dtype> layer(param);
-    layer.SetUp(bottom, top);
-    layer.Forward(bottom, top);
-    top[0]->mutable_cpu_diff()[0] = weight;
-    caffe_set(features.count(), Dtype(7), features.mutable_cpu_diff());
-    layer.Backward(top, FeaturesOnly(), bottom);
-    Outputs<Dtype> out;
-    for (int i = 0; i < 5; ++i) { out.tops.push_back(top[i]->cpu_data()[0]); }
-    out.grad.assign(features.cpu_diff(),
-                    features.cpu_diff() + features.count());
-    return out;
-  }
-
-  // CPU and GPU on the current batch: R@K and feature_asum equal (the grid
-  // makes them exact), loss and gradient within rounding.
-  void ExpectAgreement(const NPairLossParameter& p) {
-    SCOPED_TRACE(p.ShortDebugString());
-    LayerParameter param;
-    param.mutable_npair_loss_param()->CopyFrom(p);
-    const Dtype weight = 1.75;
-    const Outputs<Dtype> cpu = RunNPair(Caffe::CPU, param, weight);
-    const Outputs<Dtype> gpu = RunNPair(Caffe::GPU, param, weight);
-    const bool is_float = sizeof(Dtype) == 4;
-    // Both paths take the loss in double from the same mined pairs.
-    EXPECT_NEAR(cpu.tops[0], gpu.tops[0], (is_float ? 1e-5 : 1e-12) *
-                std::max(1.0, std::fabs(static_cast<double>(cpu.tops[0]))));
-    for (int k = 1; k < 4; ++k) {
-      EXPECT_EQ(cpu.tops[k], gpu.tops[k]) << "R@K top " << k;
-    }
-    // Exact on the grid; a float sum of N x D terms otherwise.
-    EXPECT_NEAR(cpu.tops[4], gpu.tops[4],
-                (is_float ? 1e-4 : 1e-12) * std::fabs(cpu.tops[4]));
-    // The GPU adds G + G^T before one product, the CPU makes two: float
-    // sums over N terms in different orders.
-    EXPECT_LT(RelativeGap(gpu.grad, cpu.grad), is_float ? 1e-4 : 1e-10);
-    bool any_gradient = false;
-    for (int i = 0; i < cpu.grad.size(); ++i) {
-      any_gradient |= cpu.grad[i] != 0;
-    }
-    if (cpu.tops[0] != 0) { EXPECT_TRUE(any_gradient); }
-  }
-
-  // A spread of margins and sn values for the minings of one batch.
-  NPairLossParameter Mining(const P::MiningRegion ap_region,
-      const P::MiningMethod ap, const P::MiningRegion an_region,
-      const P::MiningMethod an, const int variant) {
-    const float identsn[] = {-0.3f, 2.0f, -0.0f, -1.0f};
-    const float diffsn[] = {-0.0f, 1.0f, -0.3f, 5.0f};
-    const float margin_ident[] = {0.0f, 0.125f, -0.25f, 0.0f};
-    const float margin_diff[] = {-0.05f, 0.0f, 0.125f, 0.0f};
-    NPairLossParameter p;
-    p.set_ap_mining_region(ap_region);
-    p.set_ap_mining_method(ap);
-    p.set_an_mining_region(an_region);
-    p.set_an_mining_method(an);
-    p.set_identsn(identsn[variant % 4]);
-    p.set_diffsn(diffsn[variant % 4]);
-    p.set_margin_ident(margin_ident[variant % 4]);
-    p.set_margin_diff(margin_diff[variant % 4]);
-    return p;
-  }
-
-  // Every (region, method) pair for positives and negatives on this batch.
-  void ExpectAgreementForAllMinings() {
-    const P::MiningRegion regions[] = {P::LOCAL, P::GLOBAL};
-    const P::MiningMethod methods[] = {P::HARD, P::EASY, P::RAND,
-                                       P::RELATIVE_HARD, P::RELATIVE_EASY};
-    int variant = 0;
-    for (int ar = 0; ar < 2; ++ar) {
-      for (int am = 0; am < 5; ++am) {
-        for (int nr = 0; nr < 2; ++nr) {
-          for (int nm = 0; nm < 5; ++nm) {
-            ExpectAgreement(Mining(regions[ar], methods[am], regions[nr],
-                                   methods[nm], variant++));
-          }
-        }
-      }
-    }
-  }
-
-  uint64_t rng_state_;
-  Blob<Dtype> features_;
-  Blob<Dtype> labels_;
+  static const Dtype kWeight;  // top[0]'s diff: the loss weight
+  NPairDraw draw_;
 };
+
+template <typename Dtype>
+const Dtype NPairGpuAgreementTest<Dtype>::kWeight = 1.75;
 
 TYPED_TEST_CASE(NPairGpuAgreementTest, TestDtypes);
 
 TYPED_TEST(NPairGpuAgreementTest, TestAllMiningsSmallBatch) {
-  this->GridBatch(37, 6, 5);
-  this->ExpectAgreementForAllMinings();
+  this->ExpectAgreementForAllMinings(this->Grid(37, 6, 5));
 }
 
 // Rows longer than a block of 256 threads, 10 x 10 tiles of 32.
 TYPED_TEST(NPairGpuAgreementTest, TestAllMiningsRowsLongerThanABlock) {
-  this->GridBatch(300, 12, 11);
-  this->ExpectAgreementForAllMinings();
+  this->ExpectAgreementForAllMinings(this->Grid(300, 12, 11));
 }
 
 // A batch-wide list of about a million pairs, ragged last tile.
 TYPED_TEST(NPairGpuAgreementTest, TestGlobalRelativeLargeBatch) {
-  this->GridBatch(1001, 16, 40);
+  const NPairBatch batch = this->Grid(1001, 16, 40);
   for (int variant = 0; variant < 4; ++variant) {
-    this->ExpectAgreement(this->Mining(P::GLOBAL, P::RELATIVE_HARD,
+    this->ExpectAgreement(batch, NPairMining(P::GLOBAL, P::RELATIVE_HARD,
         P::GLOBAL, P::RELATIVE_EASY, variant));
-    this->ExpectAgreement(this->Mining(P::GLOBAL, P::HARD,
+    this->ExpectAgreement(batch, NPairMining(P::GLOBAL, P::HARD,
         P::LOCAL, P::RELATIVE_HARD, variant));
+  }
+}
+
+// References (bottoms 2 and 3): none, fewer than the queries, more, and
+// rows of candidates longer than a block; both gradients; every mining.
+TYPED_TEST(NPairGpuAgreementTest, TestReferencesAllMinings) {
+  const int refs[] = {0, 20, 300};
+  for (int r = 0; r < 3; ++r) {
+    SCOPED_TRACE(testing::Message() << refs[r] << " references");
+    this->ExpectAgreementForAllMinings(
+        NPairWithReferences(this->Grid(37, 6, 5), refs[r], 5, &this->draw_));
+  }
+}
+
+// 1 to 5 tops: the loss alone, then feature_asum, then R@1, R@5, R@10
+// between them; every mining.
+TYPED_TEST(NPairGpuAgreementTest, TestEveryTopCount) {
+  const NPairBatch batch = this->Grid(300, 12, 11);
+  for (int num_tops = 1; num_tops <= 5; ++num_tops) {
+    for (int m = 0; m < 100; ++m) {
+      this->ExpectAgreement(batch, NPairMining(m), num_tops);
+    }
+  }
+}
+
+// The GPU path repeats itself bit for bit: Forward and Backward twice on
+// one layer object give the same tops and gradient, at every mining.
+TYPED_TEST(NPairGpuAgreementTest, TestRunTwiceSameBits) {
+  typedef TypeParam Dtype;
+  const NPairBatch batches[] = {this->Grid(1001, 16, 40),
+      NPairWithReferences(this->Grid(128, 16, 40), 2000, 40, &this->draw_)};
+  Caffe::set_mode(Caffe::GPU);
+  for (int b = 0; b < 2; ++b) {
+    for (int m = 0; m < 100; ++m) {
+      SCOPED_TRACE(NPairMining(m).ShortDebugString());
+      NPairLayerRunner<Dtype> runner(NPairMining(m), 5);
+      const NPairRun<Dtype> first = runner.Run(batches[b], this->kWeight);
+      const NPairRun<Dtype> second = runner.Run(batches[b], this->kWeight);
+      EXPECT_TRUE(SameBits(first.tops, second.tops));
+      for (int d = 0; d < first.diffs.size(); ++d) {
+        EXPECT_TRUE(SameBits(first.diffs[d], second.diffs[d]));
+      }
+    }
+  }
+}
+
+// One GPU layer object reshaped from batch to batch, as a net with inputs of
+// changing size does (larger, smaller, larger than before, tiny), with
+// Backward after each Forward; each run agrees with a fresh CPU layer's.
+TYPED_TEST(NPairGpuAgreementTest, TestOneLayerAcrossBatchSizes) {
+  typedef TypeParam Dtype;
+  vector<NPairBatch> batches;
+  batches.push_back(this->Grid(300, 12, 11));
+  batches.push_back(this->Grid(37, 6, 5));
+  batches.push_back(this->Grid(1001, 16, 40));
+  batches.push_back(this->Grid(5, 3, 2));
+  for (int m = 0; m < 100; ++m) {
+    SCOPED_TRACE(NPairMining(m).ShortDebugString());
+    NPairLayerRunner<Dtype> gpu_layer(NPairMining(m), 5);
+    for (int b = 0; b < batches.size(); ++b) {
+      SCOPED_TRACE(testing::Message() << "N " << batches[b].shapes[0][0]);
+      Caffe::set_mode(Caffe::GPU);
+      const NPairRun<Dtype> gpu = gpu_layer.Run(batches[b], this->kWeight);
+      this->ExpectAgreesWith(gpu,
+          this->RunIn(Caffe::CPU, batches[b], NPairMining(m), 5));
+    }
   }
 }
 
@@ -317,13 +298,11 @@ TYPED_TEST(NPairGpuAgreementTest, TestEdgeBatches) {
   const int classes[] = {1, 1, 1000, 2};
   for (int b = 0; b < 4; ++b) {
     SCOPED_TRACE(b);
-    this->GridBatch(nums[b], 4, classes[b]);
+    NPairBatch batch = this->Grid(nums[b], 4, classes[b]);
     if (b == 2) {
-      for (int i = 0; i < nums[b]; ++i) {
-        this->labels_.mutable_cpu_data()[i] = i;
-      }
+      for (int i = 0; i < nums[b]; ++i) { batch.values[1][i] = i; }
     }
-    this->ExpectAgreementForAllMinings();
+    this->ExpectAgreementForAllMinings(batch);
   }
 }
 
@@ -347,55 +326,48 @@ TYPED_TEST(NPairGpuAgreementTest, TestGaussianFeatures) {
   minings[2].set_an_mining_method(P::EASY);
   minings[2].set_margin_ident(0.125f);
   minings[2].set_margin_diff(-0.05f);
+  NPairBatch batch;
   for (int draw = 0; ; ++draw) {
     ASSERT_LT(draw, 100) << "no batch kept its comparisons clear of rounding";
-    this->GaussianBatch(128, 32, 8);
+    batch = this->Gaussian(128, 32, 8);
     double slack = std::numeric_limits<double>::infinity();
     for (int m = 0; m < 3; ++m) {
-      slack = std::min(slack, this->ComparisonSlack(minings[m]));
+      slack = std::min(slack, this->ComparisonSlack(batch, minings[m]));
     }
-    if (slack > 8 * this->SimilarityRoundingBound()) { break; }
+    if (slack > 8 * this->SimilarityRoundingBound(batch)) { break; }
   }
-  for (int m = 0; m < 3; ++m) { this->ExpectAgreement(minings[m]); }
+  for (int m = 0; m < 3; ++m) { this->ExpectAgreement(batch, minings[m]); }
 }
 
 // NaN labels on the grid: a NaN-labelled sample has no positive and is never
 // its own negative, on either path.
 TYPED_TEST(NPairGpuAgreementTest, TestNaNLabels) {
-  this->GridBatch(300, 8, 9);
+  NPairBatch batch = this->Grid(300, 8, 9);
   for (int i = 0; i < 300; i += 7) {
-    this->labels_.mutable_cpu_data()[i] =
-        std::numeric_limits<TypeParam>::quiet_NaN();
+    batch.values[1][i] = std::numeric_limits<double>::quiet_NaN();
   }
-  this->ExpectAgreementForAllMinings();
+  this->ExpectAgreementForAllMinings(batch);
 }
 
 // A NaN or an infinity in the features makes the loss NaN on both paths, for
 // every mining, and shows in the gradient.
 TYPED_TEST(NPairGpuAgreementTest, TestNonFiniteFeaturesGiveNaN) {
   typedef TypeParam Dtype;
-  typedef std::numeric_limits<Dtype> Limits;
-  const Dtype values[] = {Limits::quiet_NaN(), Limits::infinity(),
-                          -Limits::infinity()};
+  const double values[] = {std::numeric_limits<double>::quiet_NaN(),
+                           std::numeric_limits<double>::infinity(),
+                           -std::numeric_limits<double>::infinity()};
   for (int v = 0; v < 3; ++v) {
-    this->GridBatch(40, 4, 5);
-    this->features_.mutable_cpu_data()[13] = values[v];
+    NPairBatch batch = this->Grid(40, 4, 5);
+    batch.values[0][13] = values[v];
     for (int m = 0; m < 100; ++m) {
-      const P::MiningRegion regions[] = {P::LOCAL, P::GLOBAL};
-      const P::MiningMethod methods[] = {P::HARD, P::EASY, P::RAND,
-                                         P::RELATIVE_HARD, P::RELATIVE_EASY};
-      LayerParameter param;
-      param.mutable_npair_loss_param()->CopyFrom(this->Mining(
-          regions[m / 50], methods[m / 10 % 5], regions[m / 5 % 2],
-          methods[m % 5], m));
-      SCOPED_TRACE(param.npair_loss_param().ShortDebugString());
+      SCOPED_TRACE(NPairMining(m).ShortDebugString());
       for (int gpu = 0; gpu < 2; ++gpu) {
-        const Outputs<Dtype> out =
-            this->RunNPair(gpu ? Caffe::GPU : Caffe::CPU, param, Dtype(1));
+        const NPairRun<Dtype> out = this->RunIn(gpu ? Caffe::GPU : Caffe::CPU,
+                                                batch, NPairMining(m), 5);
         EXPECT_TRUE(std::isnan(out.tops[0])) << (gpu ? "GPU" : "CPU");
         bool nan_gradient = false;
-        for (int i = 0; i < out.grad.size(); ++i) {
-          nan_gradient |= std::isnan(out.grad[i]);
+        for (int i = 0; i < out.diffs[0].size(); ++i) {
+          nan_gradient |= std::isnan(out.diffs[0][i]);
         }
         EXPECT_TRUE(nan_gradient) << (gpu ? "GPU" : "CPU");
       }
@@ -437,6 +409,8 @@ TYPED_TEST_CASE(L2NormalizeGpuAgreementTest, TestDtypes);
 TYPED_TEST(L2NormalizeGpuAgreementTest, TestForwardBackward) {
   typedef TypeParam Dtype;
   Caffe::set_random_seed(1701);
+  // Per sample, relative to its largest element: a float CPU run is within
+  // 1.6e-7 of a double CPU run of these samples, for y and for dx.
   const double tol = sizeof(Dtype) == 4 ? 1e-5 : 1e-12;
   // 3 x 7 x 11 = 231 values a sample, and 2 x 300 = 600, longer than a block.
   const int shapes[][4] = {{50, 3, 7, 11}, {9, 2, 300, 1}};
@@ -457,10 +431,10 @@ TYPED_TEST(L2NormalizeGpuAgreementTest, TestForwardBackward) {
       for (int n = 0; n < x.shape(0); ++n) {
         SCOPED_TRACE(n);
         const int a = n * dim, b = a + dim;
-        EXPECT_LT(RelativeGap(
+        EXPECT_LE(NPairErrorRelativeToLargest(
             vector<Dtype>(y_gpu.begin() + a, y_gpu.begin() + b),
             vector<Dtype>(y_cpu.begin() + a, y_cpu.begin() + b)), tol);
-        EXPECT_LT(RelativeGap(
+        EXPECT_LE(NPairErrorRelativeToLargest(
             vector<Dtype>(dx_gpu.begin() + a, dx_gpu.begin() + b),
             vector<Dtype>(dx_cpu.begin() + a, dx_cpu.begin() + b)), tol);
       }

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "caffe/common.hpp"
 #include "caffe/util/mkl_alternate.hpp"
 #include "caffe/util/npair_cpu_threads.hpp"
 

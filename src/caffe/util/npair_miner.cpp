@@ -9,6 +9,7 @@
 
 #include "caffe/util/npair_cpu_threads.hpp"
 #include "caffe/util/npair_miner.hpp"
+#include "caffe/util/npair_radix_select.hpp"
 #include "caffe/util/npair_row_kernels.hpp"
 
 namespace caffe {
@@ -108,7 +109,8 @@ void SpreadExtreme(const int num, const bool take_max, Dtype* threshold) {
 
 template <typename Dtype>
 NPairMiner<Dtype>::NPairMiner(const NPairLossParameter& param,
-    const std::string& layer_type) : param_(param) {
+    const std::string& layer_type)
+    : param_(param), radix_state_(sizeof(NPairRadixState)) {
   CHECK(std::isfinite(param.margin_ident())) << layer_type
       << " Layer: npair_loss_param.margin_ident must be finite, got "
       << param.margin_ident();
