@@ -412,14 +412,21 @@ TYPED_TEST(NPairReferencesDeathTest, TestReferencesWithoutLabels) {
 }
 
 TYPED_TEST(NPairReferencesDeathTest, TestNoGradientToReferenceLabels) {
+  // Asked (as a CrossBatchMemory's labels are), the reference labels keep
+  // their diff; the batch's labels still may not be asked for.
   NPairMultiClassLossLayer<TypeParam> layer((LayerParameter()));
+  EXPECT_FALSE(layer.AllowForceBackward(3));
   layer.SetUp(this->bottom_, this->top_);
   layer.Forward(this->bottom_, this->top_);
+  caffe_set(5, TypeParam(7), this->ref_labels_.mutable_cpu_diff());
   vector<bool> down(4, false);
   down[3] = true;
+  layer.Backward(this->top_, down, this->bottom_);
+  for (int i = 0; i < 5; ++i) { EXPECT_EQ(7, this->ref_labels_.cpu_diff()[i]); }
+  down[1] = true;
   EXPECT_DEATH(layer.Backward(this->top_, down, this->bottom_),
-               "NPairMultiClassLoss Layer cannot backpropagate to reference "
-               "label inputs \\(bottom\\[3\\]\\)");
+               "NPairMultiClassLoss Layer cannot backpropagate to label "
+               "inputs \\(bottom\\[1\\]\\)");
 }
 
 }  // namespace caffe
