@@ -337,7 +337,7 @@ TYPED_TEST(NPairReferencesTest, TestSameResultsForAnyThreadCount) {
     ASSERT_GE(num, npair_cpu::kMinParallelRows);
     vector<double> x(num * dim), y(num), r(refs[c] * dim), z(refs[c]);
     caffe_rng_gaussian<double>(x.size(), 0, 1, x.data());
-    caffe_rng_gaussian<double>(r.size(), 0, 1, r.data());
+    if (!r.empty()) { caffe_rng_gaussian<double>(r.size(), 0, 1, r.data()); }
     for (int i = 0; i < num; ++i) { y[i] = (i % 29 == 0) ? kNaN : (i * 7) % 67; }
     for (int i = 0; i < z.size(); ++i) {
       z[i] = (i % 31 == 0) ? kNaN : (i * 5) % 71;
