@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import npair_reference as ref
-from npair_loss import npair_math
+from npair_loss import arrays, npair_math
 from test_fallback_math import (ALL_RULES, MINUS_INF_POSITIVES, NAN_LABEL_CASES,
                                 as_layer_params, nan_label_batch, one_non_finite_feature)
 
@@ -44,8 +44,8 @@ def run(X, labels, params, xp, g=1.0):
         warnings.simplefilter('error')
         out = npair_math.forward(Xd, yd, as_layer_params(params))
         grad = npair_math.gradient(Xd, out.weights, g)
-    assert npair_math.array_module(grad) is xp
-    return [out.loss, *out.recall, out.asum], npair_math.to_host(grad)
+    assert arrays.array_module(grad) is xp
+    return [out.loss, *out.recall, out.asum], arrays.to_host(grad)
 
 
 def grid_batch(rng, n, d, classes, dtype):
@@ -129,7 +129,7 @@ def test_non_finite_rows_make_the_loss_nan(value):
         params = ref.Params(ap_mining_region=ap[0], ap_mining_method=ap[1],
                             an_mining_region=an[0], an_mining_method=an[1])
         out = npair_math.forward(cp.asarray(X), cp.asarray(labels), as_layer_params(params))
-        W = npair_math.to_host(out.weights)
+        W = arrays.to_host(out.weights)
         assert math.isnan(out.loss), params
         assert np.isnan(W[rows]).all() and np.isfinite(W[~rows]).all(), params
 
