@@ -26,11 +26,10 @@ give the layer three `param { lr_mult: 0 decay_mult: 0 }`. A solver that changes
 import caffe
 import numpy
 
-from .params import MEMORY_LAYER, parse_memory_param_str
+from .params import MEMORY_LAYER, MEMORY_PARAM_SPEC, parse_memory_param_str
 
 ROWS, LABELS, COUNTERS = 0, 1, 2                    # the blobs
-WARMUP_PASSES, NEXT_ROW, ROWS_STORED = 0, 1, 2      # the counters
-PARAM_SPECS = ' '.join(['param { lr_mult: 0 decay_mult: 0 }'] * 3)
+PARAM_SPECS = ' '.join([MEMORY_PARAM_SPEC] * 3)
 
 
 def _values(row_shape):

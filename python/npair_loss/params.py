@@ -19,6 +19,9 @@ LAYER = 'NPairMultiClassLoss (Python)'
 EXAMPLE = 'margin_diff: -0.05 an_mining_region: LOCAL an_mining_method: HARD'
 MEMORY_LAYER = 'CrossBatchMemory (Python)'
 MEMORY_EXAMPLE = 'size: 4096 warmup: 250'
+# What the memory's Python layer must be given for each of its three blobs: they are
+# the memory, which the solver must leave as it is.
+MEMORY_PARAM_SPEC = 'param { lr_mult: 0 decay_mult: 0 }'
 # The largest size and warm-up: the memory keeps its counters as float32, exact for
 # every integer up to it (the C++ layer's bound too).
 LARGEST_COUNT = 1 << 24
