@@ -7,8 +7,9 @@
 #   2. data: python -m npair_examples.glyphs -> runs/glyphs/data (PNG files and
 #      `path label` lists; reused when its inputs have not changed)
 #   3. caffe train, same trunk, data (NPairImageData, 64 characters x 2) and
-#      iterations: N-pair with the usage block's mining, a softmax classifier, and
-#      Caffe's ContrastiveLoss (models/glyphs/*_solver.prototxt), several at a time
+#      iterations: N-pair with the usage block's mining, the same with a
+#      CrossBatchMemory of past embeddings, a softmax classifier, and Caffe's
+#      ContrastiveLoss (models/glyphs/*_solver.prototxt), several at a time
 #   4. evaluate every model, the untrained net and raw pixels on the unseen
 #      characters: R@1/2/4/8, MAP@R, R-precision, NMI -> runs/glyphs/metrics.json
 #   5. convergence: unseen R@1 and MAP@R at every snapshot -> convergence.png
@@ -50,10 +51,12 @@ export GLOG_logtostderr=1   # caffe logs to the (tee'd) files only
 py() { "$PYTHON" -m "npair_examples.$1" "${@:2}"; }
 gpu=(); [[ -n ${NPAIR_GPU:-} ]] && gpu=(-gpu "$NPAIR_GPU")
 
-models=(npair softmax contrastive)
+models=(npair npair_xbm softmax contrastive)
 if [[ -n $compare ]]; then
   models+=(npair_rand npair_scaled npair_python)
-  for m in npair softmax contrastive npair_rand npair_scaled npair_python; do models+=("${m}_seed2"); done
+  for m in npair npair_xbm softmax contrastive npair_rand npair_scaled npair_python; do
+    models+=("${m}_seed2")
+  done
 fi
 
 step "1/6 data: CJK characters from Debian's font faces -> $run/data"
@@ -112,14 +115,14 @@ step "5/6 pictures"
 py plot_log "$run/npair_train.log" --out "$run/training.png" \
   --title "N-pair (usage mining), 64 characters x 2: training batches (lines), unseen batches (dots)"
 py plot_embedding "$run/embeddings.npz" --split unseen --metrics "$run/metrics.json" \
-  --classes 20 --models npair,softmax,contrastive,untrained --out "$run/tsne.png"
+  --classes 20 --models npair_xbm,npair,softmax,contrastive,untrained --out "$run/tsne.png"
 py plot_retrieval "$run/embeddings.npz" --list "$run/data/unseen.txt" --root-folder "$run/data/" \
-  --models npair,softmax --out "$run/retrieval.png"
+  --models npair_xbm,npair,softmax --out "$run/retrieval.png"
 
 step "6/6 done in $(( $(date +%s) - start ))s. In $run/:"
 echo "  metrics.json, embeddings.npz   the unseen characters' figures and embeddings, per model"
 echo "  convergence.png                unseen R@1 and MAP@R against iteration, every model"
 echo "  training.png                   N-pair loss and in-batch R@1, training and unseen batches"
 echo "  tsne.png                       t-SNE of 20 unseen characters, per model"
-echo "  retrieval.png                  10 unseen queries and their 8 nearest, N-pair beside softmax"
+echo "  retrieval.png                  10 unseen queries and their 8 nearest: N-pair with and without the memory, softmax"
 echo "  <model>_train.log, <model>_iter_*.caffemodel, solvers/, data/"

@@ -9,6 +9,12 @@ label, labels shuffled):
   cpp     the C++ NPairMultiClassLoss layer;
   python  the Python-layer fallback (npair_loss, NumPy: pycaffe runs on CPU here);
 
+With --refs M ..., the queries meet M references as well (the loss's bottoms 2 and 3,
+L2-normalised rows with labels of the batch's classes and others), the shape of a
+CrossBatchMemory: the yardstick is then InnerProduct(num_output=M) on X, three GEMMs of
+N x M x D, the layer's own two (forward, and backward into X: its references' gradient is
+not asked for) plus its passes; `cpp_batch` is the layer on the batch alone, beside it.
+
 and, when torch imports, the same loss (mining and monitors included) with PyTorch CPU
 autograd (`torch`); without torch the column is left out, saying so. Each figure is the
 median over `--repeats` of one forward + backward (ms); within a repeat the
@@ -21,6 +27,12 @@ layer's OpenMP passes), OPENBLAS_NUM_THREADS (Caffe's and NumPy's OpenBLAS) and
 MKL_NUM_THREADS set to it, and torch.set_num_threads: a thread count is fixed when a
 process loads its libraries, and the layer and its yardstick always share one.
 
+Beside each C++ figure: `passes`, the layer's time less that of its GEMMs (syrk and
+the products, timed on the BLAS the layer calls, with the same shapes), per (query,
+candidate) pair: the part of the layer the BLAS does not do. The BLAS line names the
+library and the kernel it runs, and each row gives the yardstick's GFLOPS, so that a
+slow yardstick cannot flatter the layer.
+
 The loss layers get the usage block's tops (loss, R@1, R@5, R@10, feature_asum) unless
 `--tops 1`. Minings: `rand` (every pair, the defaults) and `usage` (the usage block's
 npair_loss_param: GLOBAL RELATIVE_HARD positives, LOCAL HARD negatives), read through
@@ -30,6 +42,7 @@ held against the targets (TARGETS below) and each is printed as met or MISSED.
     source build/env.sh
     python3 benchmarks/cpu/bench_npair.py                        # the table (some minutes)
     python3 benchmarks/cpu/bench_npair.py -n 1024 -d 64 --per-class 4 --threads 2
+    python3 benchmarks/cpu/bench_npair.py -n 128 --refs 1024 4096 16384 -k 2
 """
 import argparse
 import json
@@ -53,16 +66,17 @@ USAGE_BLOCK = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..
                            'usage_block.prototxt')
 with open(USAGE_BLOCK, encoding='utf-8') as _f:
     MININGS = {'rand': '', 'usage': one_line_param_str(npair_loss_param_text(_f.read()))}
-IMPLS = ('ip', 'cpp', 'python', 'torch')
-LABELS = {'ip': 'InnerProduct', 'cpp': 'C++ layer', 'python': 'Python (NumPy)',
-          'torch': 'PyTorch autograd'}
+IMPLS = ('ip', 'cpp', 'cpp_batch', 'python', 'torch')
+LABELS = {'ip': 'InnerProduct', 'cpp': 'C++ layer', 'cpp_batch': 'C++, batch alone',
+          'python': 'Python (NumPy)', 'torch': 'PyTorch autograd'}
 TOP_NAMES = ('loss', 'r1', 'r5', 'r10', 'asum')
-# What the run's figures are held against: the C++ layer against the InnerProduct at
-# N = 1024 (every thread count, K and mining), the fallback against the C++ layer
-# (every size; one limit at 1 thread, another at more), and PyTorch against the C++
-# layer (every size and thread count).
-TARGETS = {'cpp_ip_d512': 0.7, 'cpp_ip_d64': 1.3, 'py_cpp_1_thread': 2.0,
-           'py_cpp_more_threads': 2.5, 'cpp_torch': 1.0}
+# What the run's figures are held against. Without references: the C++ layer against
+# the InnerProduct at N = 1024 (every thread count, K and mining); the C++ layer faster
+# than the fallback and than PyTorch (every size and thread count); its passes per
+# pair at 1 thread, N = 1024. With references: the C++ layer against
+# InnerProduct(num_output=M) (every M and thread count).
+TARGETS = {'cpp_ip_d512': 0.7, 'cpp_ip_d64': 1.3, 'cpp_py': 1.0, 'cpp_torch': 1.0,
+           'passes_ns': 3.0, 'refs_cpp_ip_d512': 0.8, 'refs_cpp_ip_d64': 1.5}
 
 
 class Parser(argparse.ArgumentParser):
@@ -87,6 +101,8 @@ def parse_args(argv=None):
                    default=['rand', 'usage'], help='minings (default: rand usage)')
     p.add_argument('-k', '--per-class', type=int, nargs='+', default=[2, 4, 8],
                    help='samples per label K: P x K batches (default: 2 4 8)')
+    p.add_argument('--refs', type=int, nargs='+', default=[0],
+                   help='reference counts M the queries meet as well (default: none)')
     p.add_argument('--threads', type=int, nargs='+', default=None,
                    help='thread counts, each in a process of its own (default: 1 and '
                         f'all {os.cpu_count()} cores)')
@@ -109,7 +125,7 @@ def parse_args(argv=None):
         args.threads = sorted({1, os.cpu_count() or 1})
     for name, values, least in (('--batch', args.batch, 2), ('--dim', args.dim, 1),
                                 ('--per-class', args.per_class, 1),
-                                ('--threads', args.threads, 1)):
+                                ('--threads', args.threads, 1), ('--refs', args.refs, 0)):
         bad = [v for v in values if v < least]
         if bad:
             raise UsageError(f'{name} must be at least {least}, got {bad[0]}')
@@ -120,6 +136,8 @@ def parse_args(argv=None):
         raise UsageError('--repeats must be at least 1 and --min-time above 0')
     if 'ip' not in args.impl:
         args.impl.insert(0, 'ip')
+    if max(args.refs) == 0:
+        args.impl = [c for c in args.impl if c != 'cpp_batch']
     return args
 
 
@@ -132,36 +150,51 @@ def thread_env(threads):
     return env
 
 
-def net_prototxt(n, d, mining, tops, impls):
-    """Input X (N x D) and labels (N), and every layer under test reading them."""
-    layers = [f'''layer {{ name: "data" type: "Input" top: "x" top: "y"
-  input_param {{ shape {{ dim: {n} dim: {d} }} shape {{ dim: {n} }} }} }}''']
+def net_prototxt(n, d, m, mining, tops, impls):
+    """Inputs X (N x D), labels (N) and, with m references, R (M x D) and their labels;
+    every layer under test reading them."""
+    shapes = f'shape {{ dim: {n} dim: {d} }} shape {{ dim: {n} }}'
+    inputs = 'top: "x" top: "y"'
+    if m:
+        shapes += f' shape {{ dim: {m} dim: {d} }} shape {{ dim: {m} }}'
+        inputs += ' top: "r" top: "z"'
+    layers = [f'layer {{ name: "data" type: "Input" {inputs} input_param {{ {shapes} }} }}']
     if 'ip' in impls:
         layers.append(f'''layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "ip"
-  inner_product_param {{ num_output: {n}
+  inner_product_param {{ num_output: {m or n}
     weight_filler {{ type: "gaussian" std: 0.01 }} }} }}''')
     top_names = TOP_NAMES if tops == 5 else TOP_NAMES[:1]
     weights = ' '.join(['loss_weight: 1'] + ['loss_weight: 0'] * (len(top_names) - 1))
-    if 'cpp' in impls:
-        tops_txt = ' '.join(f'top: "cpp_{t}"' for t in top_names)
-        layers.append(f'''layer {{ name: "cpp" type: "NPairMultiClassLoss" bottom: "x"
-  bottom: "y" {tops_txt} {weights}
+    refs = 'bottom: "r" bottom: "z" propagate_down: true propagate_down: false ' \
+           'propagate_down: false propagate_down: false' if m else ''
+    for impl, with_refs in (('cpp', True), ('cpp_batch', False)):
+        if impl in impls:
+            tops_txt = ' '.join(f'top: "{impl}_{t}"' for t in top_names)
+            layers.append(f'''layer {{ name: "{impl}" type: "NPairMultiClassLoss" bottom: "x"
+  bottom: "y" {refs if with_refs else ''} {tops_txt} {weights}
   npair_loss_param {{ {MININGS[mining]} }} }}''')
     if 'python' in impls:
         tops_txt = ' '.join(f'top: "py_{t}"' for t in top_names)
-        layers.append(f'''layer {{ name: "python" type: "Python" bottom: "x" bottom: "y"
+        layers.append(f'''layer {{ name: "python" type: "Python" bottom: "x" bottom: "y" {refs}
   {tops_txt} {weights}
   python_param {{ module: "npair_loss" layer: "NPairMultiClassLossLayer"
     param_str: "{MININGS[mining]}" }} }}''')
     return 'name: "npair_bench"\nforce_backward: true\n' + '\n'.join(layers) + '\n'
 
 
-def make_batch(n, d, per_class, seed):
+def make_batch(n, d, m, per_class, seed):
+    """X and its labels (K a class, shuffled); R and its labels, K a class of as many
+    classes as M rows make, the batch's among them."""
     rng = numpy.random.default_rng(seed)
-    x = rng.standard_normal((n, d)).astype(numpy.float32)
-    x /= numpy.linalg.norm(x, axis=1, keepdims=True)
+
+    def rows(count):
+        v = rng.standard_normal((count, d)).astype(numpy.float32)
+        return v / numpy.linalg.norm(v, axis=1, keepdims=True)
+    x = rows(n)
     y = rng.permutation(numpy.arange(n) // per_class).astype(numpy.float32)
-    return x, y
+    r = rows(m)
+    z = rng.permutation(numpy.arange(m) // per_class).astype(numpy.float32)
+    return x, y, r, z
 
 
 class CaffeLayerTimer:
@@ -330,19 +363,56 @@ def check_agreement(timers):
     return out
 
 
-def blas_config():
-    """OpenBLAS's own description of its build (version, kernel, threading), if loaded."""
+def openblas():
+    """The OpenBLAS that pycaffe loaded (the one the layer calls), or None."""
     import ctypes
-    import ctypes.util
-    name = ctypes.util.find_library('openblas')
     try:
-        lib = ctypes.CDLL(name or 'libopenblas.so.0')
+        lib = ctypes.CDLL('libopenblas.so.0')
         lib.openblas_get_config.restype = ctypes.c_char_p
-        parallel = {0: 'sequential', 1: 'pthread', 2: 'OpenMP'}.get(
-            lib.openblas_get_parallel(), '?')
-        return f'{lib.openblas_get_config().decode()} ({parallel})'
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        return lib
     except (OSError, AttributeError):
-        return 'OpenBLAS not found'
+        return None
+
+
+def blas_config(lib):
+    """OpenBLAS's own description of its build and the kernel it runs."""
+    if lib is None:
+        return 'OpenBLAS not found (no GEMM times, no passes figures)'
+    parallel = {0: 'sequential', 1: 'pthread', 2: 'OpenMP'}.get(lib.openblas_get_parallel(), '?')
+    return (f'{lib.openblas_get_config().decode()} ({parallel}), kernel '
+            f'{lib.openblas_get_corename().decode()}')
+
+
+def layer_gemm_seconds(lib, n, m, d, repeats):
+    """The C++ layer's GEMMs on its BLAS, median of `repeats`: the upper triangle of X X^T
+    (syrk) and X R^T forward, (G_B + G_B^T) X and G_R R backward, rows padded as the
+    layer pads them."""
+    import ctypes
+    ld = -(-(n + m) // 16) * 16 + (16 if (-(-(n + m) // 16) * 16 * 4) % 2048 == 0 else 0)
+    rng = numpy.random.default_rng(0)
+    x = rng.standard_normal((n, d)).astype(numpy.float32)
+    r = rng.standard_normal((max(m, 1), d)).astype(numpy.float32)
+    s = numpy.zeros((n, ld), numpy.float32)
+    out = numpy.zeros((n, d), numpy.float32)
+    ptr = lambda a: a.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
+    one, zero = ctypes.c_float(1), ctypes.c_float(0)
+    row, upper, no, yes = 101, 121, 111, 112
+
+    def gemms():
+        lib.cblas_ssyrk(row, upper, no, n, d, one, ptr(x), d, zero, ptr(s), ld)
+        lib.cblas_sgemm(row, no, no, n, d, n, one, ptr(s), ld, ptr(x), d, zero, ptr(out), d)
+        if m:
+            s_refs = ctypes.c_void_p(s.ctypes.data + 4 * n)
+            lib.cblas_sgemm(row, no, yes, n, m, d, one, ptr(x), d, ptr(r), d, zero, s_refs, ld)
+            lib.cblas_sgemm(row, no, no, n, d, m, one, s_refs, ld, ptr(r), d, one, ptr(out), d)
+    gemms()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        gemms()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def measure(args):
@@ -350,6 +420,7 @@ def measure(args):
     threads = int(os.environ['OMP_NUM_THREADS'])
     import caffe
     caffe.set_mode_cpu()
+    lib = openblas()
     cols = [c for c in IMPLS if c in args.impl]
     torch = None
     if 'torch' in cols:
@@ -358,35 +429,44 @@ def measure(args):
             torch.set_num_threads(threads)
         except ImportError:
             cols.remove('torch')
-    print(json.dumps({'threads': threads, 'blas': blas_config(),
+    print(json.dumps({'threads': threads, 'blas': blas_config(lib),
                       'numpy': numpy.__version__,
                       'torch': torch.__version__ if torch else None}), flush=True)
     with tempfile.TemporaryDirectory(prefix='npair_bench_') as tmp:
         for k in args.per_class:
             for n in args.batch:
-                for d in args.dim:
-                    x, y = make_batch(n, d, k, args.seed)
-                    for mining in args.mining:
-                        path = os.path.join(tmp, f'net_{n}_{d}_{mining}.prototxt')
-                        with open(path, 'w') as f:
-                            f.write(net_prototxt(n, d, mining, args.tops, cols))
-                        net = caffe.Net(path, caffe.TRAIN)
-                        net.blobs['x'].data[...] = x
-                        net.blobs['y'].data[...] = y
-                        net.forward()   # Split layers share X and labels with their tops
-                        timers = {c: CaffeLayerTimer(net, c) for c in cols if c != 'torch'}
-                        if 'torch' in cols:
-                            timers['torch'] = TorchTimer(torch, x, y, mining, args.tops)
-                        res = time_interleaved(timers, args.repeats, args.min_time)
-                        print(json.dumps({'key': [threads, k, n, d, mining],
-                                          'seconds': res,
-                                          'agree': check_agreement(timers)}), flush=True)
-                        del net, timers
+                for m in args.refs:
+                    for d in args.dim:
+                        run_size(args, caffe, torch, lib, cols, tmp, threads, k, n, m, d)
+
+
+def run_size(args, caffe, torch, lib, cols, tmp, threads, k, n, m, d):
+    """Every mining of one size: a JSON line each."""
+    x, y, r, z = make_batch(n, d, m, k, args.seed)
+    gemm = layer_gemm_seconds(lib, n, m, d, args.repeats) if lib else None
+    # PyTorch's loss here takes no references.
+    cols = [c for c in cols if not (m and c == 'torch')]
+    for mining in args.mining:
+        path = os.path.join(tmp, f'net_{n}_{m}_{d}_{mining}.prototxt')
+        with open(path, 'w') as f:
+            f.write(net_prototxt(n, d, m, mining, args.tops, cols))
+        net = caffe.Net(path, caffe.TRAIN)
+        for name, value in (('x', x), ('y', y), ('r', r), ('z', z)):
+            if name in net.blobs and value.size:
+                net.blobs[name].data[...] = value
+        net.forward()   # Split layers share X and labels with their tops
+        timers = {c: CaffeLayerTimer(net, c) for c in cols if c != 'torch'}
+        if 'torch' in cols:
+            timers['torch'] = TorchTimer(torch, x, y, mining, args.tops)
+        res = time_interleaved(timers, args.repeats, args.min_time)
+        print(json.dumps({'key': [threads, k, n, m, d, mining], 'seconds': res,
+                          'gemm': gemm, 'agree': check_agreement(timers)}), flush=True)
+        del net, timers
 
 
 def run_workers(args, argv):
     """One measuring process per thread count; {key: {impl: (s, fwd s, bwd s)}}."""
-    results, agreement, info = {}, {}, {}
+    results, agreement, info, gemm = {}, {}, {}, {}
     for threads in args.threads:
         worker = subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv,
                                    '--worker'], env=thread_env(threads),
@@ -399,19 +479,39 @@ def run_workers(args, argv):
             key = tuple(record['key'])
             results[key] = record['seconds']
             agreement[key] = record['agree']
-            print(f'  threads {key[0]}, K {key[1]}, N {key[2]}, D {key[3]}, {key[4]}: '
+            gemm[key] = record['gemm']
+            print(f'  {describe(key)}: '
                   + ', '.join(f'{c} {s[0] * 1e3:.2f} ms' for c, s in record['seconds'].items()),
                   flush=True)
         if worker.wait() != 0:
             sys.exit(f'{PROG}: the measuring process for {threads} thread(s) failed')
-    return results, agreement, info
+    return results, agreement, info, gemm
 
 
-def table(results, threads, split):
+def describe(key):
+    threads, k, n, m, d, mining = key
+    return f'threads {threads}, K {k}, N {n}, ' + (f'M {m}, ' if m else '') + f'D {d}, {mining}'
+
+
+def ip_gflops(key, seconds):
+    """The InnerProduct's rate: forward and its two backward GEMMs of N x D x outputs."""
+    _, _, n, m, d, _ = key
+    return 3 * 2 * n * d * (m or n) / seconds / 1e9
+
+
+def passes_ns(key, seconds, gemm):
+    """ns per (query, candidate) pair of the layer's time less its GEMMs."""
+    _, _, n, m, _, _ = key
+    return (seconds - gemm) / (n * (n + m)) * 1e9
+
+
+def table(results, gemm, threads, split):
     """Markdown table of one thread count's figures."""
     keys = sorted((k for k in results if k[0] == threads), key=lambda k: k[1:])
     cols = [c for c in IMPLS if any(c in results[k] for k in keys)]
-    head = ['K', 'N', 'D', 'mining'] + [LABELS[c] for c in cols]
+    refs = any(k[3] for k in keys)
+    head = ['K', 'N'] + (['M'] if refs else []) + ['D', 'mining'] + \
+        [LABELS[c] for c in cols] + ['IP GFLOPS', 'C++ passes ns/pair']
     if 'python' in cols:
         head.append('Py / C++')
     if 'torch' in cols:
@@ -420,35 +520,40 @@ def table(results, threads, split):
     for key in keys:
         r = results[key]
         ip = r['ip'][0]
-        row = [str(v) for v in key[1:]]
+        row = [str(key[1]), str(key[2])] + ([str(key[3])] if refs else []) + \
+            [str(key[4]), key[5]]
         for c in cols:
+            if c not in r:
+                row.append('-')
+                continue
             ms = r[c][0] * 1e3
             row.append(f'{ms:.2f}' if c == 'ip' else f'{ms:.2f} ({r[c][0] / ip:.2f}x)')
+        row.append(f'{ip_gflops(key, ip):.0f}')
+        row.append('-' if gemm[key] is None else f'{passes_ns(key, r["cpp"][0], gemm[key]):.2f}')
         if 'python' in cols:
-            row.append(f'{r["python"][0] / r["cpp"][0]:.2f}')
+            row.append(f'{r["python"][0] / r["cpp"][0]:.2f}' if 'python' in r else '-')
         if 'torch' in cols:
-            row.append(f'{r["cpp"][0] / r["torch"][0]:.2f}')
+            row.append(f'{r["cpp"][0] / r["torch"][0]:.2f}' if 'torch' in r else '-')
         lines.append('| ' + ' | '.join(row) + ' |')
         if split:
             lines.append('    fwd / bwd ms: ' + ', '.join(
-                f'{c} {r[c][1] * 1e3:.2f} / {r[c][2] * 1e3:.2f}' for c in cols))
+                f'{c} {r[c][1] * 1e3:.2f} / {r[c][2] * 1e3:.2f}' for c in cols if c in r))
     return lines
 
 
-def target_lines(results):
-    """The targets, checked on this run: {(threads, K, N, D, mining): {impl: s}}."""
+def target_lines(results, gemm):
+    """The targets, checked on this run: {(threads, K, N, M, D, mining): {impl: s}}."""
     lines = []
 
-    def check(what, ratios, limit):
-        if not ratios:
-            lines.append(f'target {what} <= {limit}: not measured in this run')
+    def check(what, values, limit, unit='x'):
+        if not values:
+            lines.append(f'target {what} <= {limit}{unit}: not measured in this run')
             return
-        worst_key, worst = max(ratios.items(), key=lambda kv: kv[1])
+        worst_key, worst = max(values.items(), key=lambda kv: kv[1])
         verdict = 'met' if worst <= limit else 'MISSED'
-        lines.append(f'target {what} <= {limit}: {verdict} (worst {worst:.2f} at '
-                     f'threads {worst_key[0]}, K {worst_key[1]}, N {worst_key[2]}, '
-                     f'D {worst_key[3]}, {worst_key[4]}; '
-                     f'{sum(r <= limit for r in ratios.values())} of {len(ratios)} within)')
+        lines.append(f'target {what} <= {limit}{unit}: {verdict} (worst {worst:.2f} at '
+                     f'{describe(worst_key)}; '
+                     f'{sum(v <= limit for v in values.values())} of {len(values)} within)')
 
     def ratio(a, b, keep):
         return {key: r[a][0] / r[b][0] for key, r in results.items()
@@ -456,14 +561,19 @@ def target_lines(results):
 
     for d, name in ((512, 'cpp_ip_d512'), (64, 'cpp_ip_d64')):
         check(f'C++ / InnerProduct at N=1024, D={d}',
-              ratio('cpp', 'ip', lambda key, d=d: key[2] == 1024 and key[3] == d),
+              ratio('cpp', 'ip', lambda key, d=d: key[2] == 1024 and not key[3] and key[4] == d),
               TARGETS[name])
-    check('Python / C++ at 1 thread', ratio('python', 'cpp', lambda key: key[0] == 1),
-          TARGETS['py_cpp_1_thread'])
-    check('Python / C++ at more threads', ratio('python', 'cpp', lambda key: key[0] > 1),
-          TARGETS['py_cpp_more_threads'])
+    check('C++ / Python at every size', ratio('cpp', 'python', lambda key: True),
+          TARGETS['cpp_py'])
     check('C++ / PyTorch at every size', ratio('cpp', 'torch', lambda key: True),
           TARGETS['cpp_torch'])
+    check('C++ passes per pair at 1 thread, N=1024',
+          {key: passes_ns(key, r['cpp'][0], gemm[key]) for key, r in results.items()
+           if key[0] == 1 and key[2] == 1024 and not key[3] and gemm[key] is not None},
+          TARGETS['passes_ns'], unit=' ns')
+    for d, name in ((512, 'refs_cpp_ip_d512'), (64, 'refs_cpp_ip_d64')):
+        check(f'C++ with references / InnerProduct(M) at D={d}',
+              ratio('cpp', 'ip', lambda key, d=d: key[3] and key[4] == d), TARGETS[name])
     return lines
 
 
@@ -491,7 +601,7 @@ def main(argv=None):
     print(f'median of {args.repeats} interleaved repeats, each >= {args.min_time} s; '
           f'forward+backward in ms, (x IP) = ratio to the InnerProduct time of the same '
           f'run and thread count; {args.tops} top(s)')
-    results, agreement, info = run_workers(args, argv)
+    results, agreement, info, gemm = run_workers(args, argv)
     print()
     first = info[args.threads[0]]
     print(f'BLAS: {first["blas"]}; numpy {first["numpy"]}; '
@@ -501,18 +611,17 @@ def main(argv=None):
         print()
         print(f'{threads} thread(s) (OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = {threads}):')
         print()
-        for line in table(results, threads, args.split):
+        for line in table(results, gemm, threads, args.split):
             print(line)
     print()
     print('load average at end: ' + ' '.join(f'{v:.2f}' for v in os.getloadavg()))
-    for line in target_lines(results):
+    for line in target_lines(results, gemm):
         print(line)
     notes = []
     for key, agree in sorted(agreement.items()):
         for name, (dloss, dgrad, dmon) in agree.items():
             if dloss > 1e-4 or dgrad > 1e-3 or dmon > 1e-5:
-                notes.append(f'threads {key[0]}, K {key[1]}, N {key[2]}, D {key[3]}, '
-                             f'{key[4]}: {name} differs from C++ (loss {dloss:.1e} rel, '
+                notes.append(f'{describe(key)}: {name} differs from C++ (loss {dloss:.1e} rel, '
                              f'gradient {dgrad:.1e} of its max, monitors {dmon:.1e})')
     for note in notes:
         print('note: ' + note)

@@ -6,6 +6,8 @@ L2Normalize) on the same NPairImageData batches (64 characters x 2 images, a
 fixed data seed) for the same iterations; only the loss on top differs:
 
   npair          NPairMultiClassLoss with the layer's usage-block mining
+  npair_xbm      the same loss with a CrossBatchMemory of past training embeddings as
+                 every query's further candidates (the loss's references)
   npair_rand     the same loss keeping every pair (RAND mining)
   npair_scaled   RAND, similarities scaled by 4 (a Power layer after L2Normalize)
   npair_python   the usage-block mining in the Python fallback layer
@@ -40,27 +42,36 @@ EMBEDDING = 64
 ITERATIONS = 2000
 SNAPSHOT = 250
 # The solvers' learning rates were chosen on a validation split of the training
-# characters (never on the unseen ones): the best of 0.05, 0.1, 0.2 per loss.
-BASE_LR = {"npair": 0.2, "npair_rand": 0.2, "npair_scaled": 0.2, "npair_python": 0.2,
-           "softmax": 0.05, "contrastive": 0.2}
+# characters (never on the unseen ones): the best of 0.05, 0.1, 0.2 per loss; npair_xbm
+# keeps npair's.
+BASE_LR = {"npair": 0.2, "npair_xbm": 0.2, "npair_rand": 0.2, "npair_scaled": 0.2,
+           "npair_python": 0.2, "softmax": 0.05, "contrastive": 0.2}
 MODELS = tuple(BASE_LR)
 SIMILARITY_SCALE = 4
 MONITOR_TOPS = ("npair_loss", "retrieve_top1", "retrieve_top5", "retrieve_top10", "feature_asum")
+# npair_xbm's CrossBatchMemory, chosen by python -m npair_examples.choose_memory on
+# training characters held out of its trainings (never on the unseen ones).
+MEMORY_SIZE = 16384
+MEMORY_WARMUP = 250
 
 
-def data_layers(data=DATA, classes_per_batch=CLASSES_PER_BATCH):
+def data_layers(data=DATA, classes_per_batch=CLASSES_PER_BATCH, lists=None):
+    """The TRAIN and TEST NPairImageData layers reading `data` (the images' root folder):
+    its train.txt and unseen.txt, or the (TRAIN, TEST) list paths `lists`."""
+    train_list, test_list = lists or (data + "train.txt", data + "unseen.txt")
+
     def layer(phase, source):
         return """layer {
   name: "data" type: "NPairImageData" top: "data" top: "label"
   include { phase: %s }
   transform_param { scale: 0.00390625 }
-  image_data_param { source: "%s%s" root_folder: "%s" is_color: false }
+  image_data_param { source: "%s" root_folder: "%s" is_color: false }
   npair_image_data_param { classes_per_batch: %d images_per_class: %d seed: 1 }
-}""" % (phase, data, source, data, classes_per_batch, IMAGES_PER_CLASS)
+}""" % (phase, source, data, classes_per_batch, IMAGES_PER_CLASS)
     return ("# TRAIN: the training characters, %d x %d per batch, regrouped every epoch.\n"
-            % (classes_per_batch, IMAGES_PER_CLASS) + layer("TRAIN", "train.txt") +
+            % (classes_per_batch, IMAGES_PER_CLASS) + layer("TRAIN", train_list) +
             "\n# TEST: the unseen characters in the same batch shape: the in-batch monitor\n"
-            "# of classes never trained on.\n" + layer("TEST", "unseen.txt"))
+            "# of classes never trained on.\n" + layer("TEST", test_list))
 
 
 def _conv(name, bottom, n):
@@ -114,12 +125,15 @@ def usage_mining():
 RAND_MINING = "ap_mining_method: RAND an_mining_method: RAND"
 
 
-def npair_loss(bottom, param, weight=1, python=False):
+def npair_loss(bottom, param, weight=1, python=False, references=False):
     """The N-pair layer on `bottom` with `param` (text-format fields); the first top (the
-    loss) weighted `weight`, the monitors 0."""
+    loss) weighted `weight`, the monitors 0; with `references`, the memory's tops as
+    bottoms 2 and 3."""
     weights = " ".join("loss_weight: %d" % (weight if i == 0 else 0)
                        for i in range(len(MONITOR_TOPS)))
     tops = " ".join('top: "%s"' % t for t in MONITOR_TOPS)
+    if references:
+        tops = 'bottom: "memory" bottom: "memory_label"\n  ' + tops
     if python:
         body = ('python_param {\n    module: "npair_loss.layer" '
                 'layer: "NPairMultiClassLossLayer"\n    param_str: "%s"\n  }' % param)
@@ -135,7 +149,23 @@ def npair_loss(bottom, param, weight=1, python=False):
 }""" % (kind, bottom, tops, weights, body)
 
 
-def _loss_npair(model):
+def memory(size=MEMORY_SIZE, warmup=MEMORY_WARMUP):
+    """The CrossBatchMemory of npair_xbm on the embedding. propagate_down false: nothing
+    flows back through it, so the loss need not compute its references' gradient."""
+    return """# The last %d training embeddings, stored after a warm-up of %d iterations, as
+# further candidates of every query (empty in TEST).
+layer {
+  name: "memory" type: "CrossBatchMemory" bottom: "embed_norm" bottom: "label"
+  top: "memory" top: "memory_label" propagate_down: false propagate_down: false
+  cross_batch_memory_param { size: %d warmup: %d }
+}
+""" % (size, warmup, size, warmup)
+
+
+def _loss_npair(model, memory_size, memory_warmup):
+    if model == "npair_xbm":
+        return memory(memory_size, memory_warmup) + npair_loss(
+            "embed_norm", usage_mining(), references=True)
     if model == "npair_scaled":
         return ('layer { name: "scale" type: "Power" bottom: "embed_norm" top: "embed_scaled"\n'
                 '        power_param { scale: %d } }\n' % SIMILARITY_SCALE +
@@ -191,9 +221,11 @@ layer { name: "contrastive_loss" type: "ContrastiveLoss" bottom: "left" bottom: 
 """ % (p, d, p, p) + _monitor()
 
 
-def train_net(model, train_classes, data=DATA, classes_per_batch=CLASSES_PER_BATCH):
+def train_net(model, train_classes, data=DATA, classes_per_batch=CLASSES_PER_BATCH,
+              lists=None, memory_size=MEMORY_SIZE, memory_warmup=MEMORY_WARMUP):
     """The train_val text of `model`; `data` is the folder of the lists (and their
-    root_folder), `classes_per_batch` the P of every batch."""
+    root_folder), `classes_per_batch` the P of every batch; `lists` other (TRAIN, TEST)
+    lists, `memory_*` npair_xbm's memory."""
     if model not in MODELS:
         raise UsageError("unknown model %r (one of %s)" % (model, ", ".join(MODELS)))
     if model == "softmax":
@@ -201,15 +233,17 @@ def train_net(model, train_classes, data=DATA, classes_per_batch=CLASSES_PER_BAT
     elif model == "contrastive":
         loss = _loss_contrastive(classes_per_batch)
     else:
-        loss = _loss_npair(model)
+        loss = _loss_npair(model, memory_size, memory_warmup)
     return ('# The glyphs example, model "%s" (python -m npair_examples.glyph_nets --help).\n'
-            'name: "glyphs_%s"\n' % (model, model) + data_layers(data, classes_per_batch) +
+            'name: "glyphs_%s"\n' % (model, model) +
+            data_layers(data, classes_per_batch, lists) +
             "\n" + trunk() + "\n" +
             loss.rstrip() + "\n")
 
 
-def solver(model, out_dir, seed=1, name=None):
-    """The solver text; `name` (default: the model) names its snapshots."""
+def solver(model, out_dir, seed=1, name=None, snapshot_dir="runs/glyphs"):
+    """The solver text; `name` (default: the model) names its snapshots in
+    `snapshot_dir`."""
     return """# The glyphs example, model "%s": %d iterations of %d x %d, snapshots every %d.
 # Run from the repository root.
 net: "%s/%s.prototxt"
@@ -224,11 +258,12 @@ stepvalue: %d
 max_iter: %d
 display: 50
 snapshot: %d
-snapshot_prefix: "runs/glyphs/%s"
+snapshot_prefix: "%s/%s"
 random_seed: %d
 solver_mode: CPU
 """ % (model, ITERATIONS, CLASSES_PER_BATCH, IMAGES_PER_CLASS, SNAPSHOT, out_dir, model,
-       SNAPSHOT, BASE_LR[model], ITERATIONS * 3 // 4, ITERATIONS, SNAPSHOT, name or model, seed)
+       SNAPSHOT, BASE_LR[model], ITERATIONS * 3 // 4, ITERATIONS, SNAPSHOT, snapshot_dir,
+       name or model, seed)
 
 
 def deploy():

@@ -59,8 +59,9 @@ namespace caffe {
  *      queries themselves. Their gradient, when Backward is asked for it, is
  *      that of the loss through the references' end of each pair, so that a
  *      layer that brought them from elsewhere can send it home.
- *   -# @f$ (M) @f$, ...: exactly M reference labels (with bottom 3 only);
- *      never given a gradient
+ *   -# @f$ (M) @f$, ...: exactly M reference labels (with bottom 2 only);
+ *      never given a gradient: asked for one (a reference layer that passes
+ *      gradients back asks), the layer leaves their diff alone
  * @param top output Blob vector (length 1 to 5), every top a scalar:
  *   | tops | contents                                       |
  *   | ---- | ---------------------------------------------- |
@@ -123,7 +124,8 @@ class NPairMultiClassLossLayer : public LossLayer<Dtype> {
    *        @f$ G_B @f$ the columns of the batch and @f$ G_R @f$ those of the
    *        references.
    *
-   * Only top[0]'s diff is read. Fails if asked for a label's gradient.
+   * Only top[0]'s diff is read. Fails if asked for the batch's labels'
+   * gradient; never writes the reference labels' diff.
    */
   virtual void Backward_cpu(const vector<Blob<Dtype>*>& top,
       const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
@@ -131,8 +133,8 @@ class NPairMultiClassLossLayer : public LossLayer<Dtype> {
       const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
 
   /// g / N, the factor of both Backwards, from top[0]'s diff alone (the
-  /// monitors' weights never reach the gradient); fails if a label's
-  /// gradient is asked for.
+  /// monitors' weights never reach the gradient); fails if the batch's
+  /// labels' gradient is asked for.
   Dtype GradientScale(const vector<Blob<Dtype>*>& top,
       const vector<bool>& propagate_down) const;
 

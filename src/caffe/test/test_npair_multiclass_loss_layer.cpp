@@ -1,5 +1,3 @@
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -14,7 +12,6 @@
 #include "caffe/layers/npair_multiclass_loss_layer.hpp"
 #include "caffe/net.hpp"
 #include "caffe/util/math_functions.hpp"
-#include "caffe/util/npair_cpu_threads.hpp"
 #include "caffe/util/npair_miner.hpp"
 #include "caffe/util/npair_mining_rules.hpp"
 
@@ -506,54 +503,6 @@ TYPED_TEST(NPairMultiClassLossLayerTest, TestRecallEligibleByCount) {
   EXPECT_EQ(0, this->tops_[1]->cpu_data()[0]);
   EXPECT_EQ(1, this->tops_[2]->cpu_data()[0]);
   EXPECT_EQ(1, this->tops_[3]->cpu_data()[0]);
-}
-
-TYPED_TEST(NPairMultiClassLossLayerTest, TestSameResultsForAnyThreadCount) {
-  typedef typename TypeParam::Dtype Dtype;
-  // Large enough for every pass to split its rows (kMinParallelRows), of a
-  // size no block divides; about three samples per label, scattered, and
-  // some NaN labels. OpenBLAS keeps its own threads: only the layer's change.
-  const int num = 203, dim = 5;
-  vector<double> x(num * dim), y(num);
-  caffe_rng_gaussian<double>(x.size(), 0, 1, x.data());
-  for (int i = 0; i < num; ++i) {
-    y[i] = (i % 29 == 0) ? kNaN : (i * 7) % 67;
-  }
-  this->SetBatch(x, y);
-  ASSERT_GE(num, npair_cpu::kMinParallelRows);
-  const int threads[] = {1, 2, 4};
-  const int saved_threads = omp_get_max_threads();
-  const vector<NPairLossParameter> minings = AllMinings();
-  for (int m = 0; m < minings.size(); ++m) {
-    SCOPED_TRACE(minings[m].ShortDebugString());
-    LayerParameter param;
-    NPairLossParameter* p = param.mutable_npair_loss_param();
-    p->CopyFrom(minings[m]);
-    p->set_margin_ident(0.05f);
-    p->set_margin_diff(-0.1f);
-    p->set_identsn(-0.3f);
-    p->set_diffsn(2);
-    vector<Dtype> first;
-    for (int t = 0; t < 3; ++t) {
-      omp_set_num_threads(threads[t]);
-      this->Run(param, 5);
-      vector<Dtype> outputs(this->features_.cpu_diff(),
-          this->features_.cpu_diff() + this->features_.count());
-      for (int k = 0; k < 5; ++k) {
-        outputs.push_back(this->tops_[k]->cpu_data()[0]);
-      }
-      if (t == 0) {
-        first = outputs;
-        continue;
-      }
-      int differ = 0;
-      for (int i = 0; i < outputs.size(); ++i) {
-        differ += outputs[i] != first[i];
-      }
-      EXPECT_EQ(0, differ) << threads[t] << " threads";
-    }
-  }
-  omp_set_num_threads(saved_threads);
 }
 
 TYPED_TEST(NPairMultiClassLossLayerTest, TestUsageBlock) {

@@ -14,6 +14,7 @@
 #include "caffe/common.hpp"
 #include "caffe/layers/npair_multiclass_loss_layer.hpp"
 #include "caffe/util/math_functions.hpp"
+#include "caffe/util/npair_cpu_threads.hpp"
 
 #include "caffe/test/npair_reference.hpp"
 #include "caffe/test/test_caffe_main.hpp"
@@ -325,48 +326,61 @@ TYPED_TEST(NPairReferencesTest, TestGradient) {
 
 TYPED_TEST(NPairReferencesTest, TestSameResultsForAnyThreadCount) {
   typedef typename TypeParam::Dtype Dtype;
-  // Enough queries for every pass to split its rows, and more references
-  // than queries, of sizes no block divides; NaN labels on both sides.
-  const int num = 149, refs = 211, dim = 5;
-  vector<double> x(num * dim), y(num), r(refs * dim), z(refs);
-  caffe_rng_gaussian<double>(x.size(), 0, 1, x.data());
-  caffe_rng_gaussian<double>(r.size(), 0, 1, r.data());
-  for (int i = 0; i < num; ++i) { y[i] = (i % 29 == 0) ? kNaN : (i * 7) % 67; }
-  for (int i = 0; i < refs; ++i) { z[i] = (i % 31 == 0) ? kNaN : (i * 5) % 71; }
-  this->SetBatch(x, y, r, z);
-  const int threads[] = {1, 2, 4};
-  const int saved_threads = omp_get_max_threads();
-  const vector<NPairLossParameter> minings = AllMinings();
-  for (int m = 0; m < minings.size(); ++m) {
-    SCOPED_TRACE(minings[m].ShortDebugString());
-    LayerParameter param;
-    NPairLossParameter* p = param.mutable_npair_loss_param();
-    p->CopyFrom(minings[m]);
-    p->set_margin_ident(0.05f);
-    p->set_margin_diff(-0.1f);
-    p->set_identsn(-0.3f);
-    p->set_diffsn(2);
-    vector<Dtype> first;
-    for (int t = 0; t < 3; ++t) {
-      omp_set_num_threads(threads[t]);
-      this->Run(param, 5, this->bottom_);
-      vector<Dtype> outputs(this->features_.cpu_diff(),
-          this->features_.cpu_diff() + this->features_.count());
-      outputs.insert(outputs.end(), this->refs_.cpu_diff(),
-                     this->refs_.cpu_diff() + this->refs_.count());
-      for (int k = 0; k < 5; ++k) {
-        outputs.push_back(this->tops_[k]->cpu_data()[0]);
-      }
-      if (t == 0) {
-        first = outputs;
-        continue;
-      }
-      EXPECT_EQ(0, std::memcmp(outputs.data(), first.data(),
-                               first.size() * sizeof(Dtype)))
-          << threads[t] << " threads";
+  // Enough queries for every pass to split its rows (kMinParallelRows), of
+  // sizes no block divides; a few samples a label, scattered, and some NaN
+  // labels: the batch alone, then with more references than queries.
+  // OpenBLAS keeps its own threads: only the layer's change.
+  const int nums[] = {203, 149}, refs[] = {0, 211}, dim = 5;
+  for (int c = 0; c < 2; ++c) {
+    SCOPED_TRACE(refs[c]);
+    const int num = nums[c];
+    ASSERT_GE(num, npair_cpu::kMinParallelRows);
+    vector<double> x(num * dim), y(num), r(refs[c] * dim), z(refs[c]);
+    caffe_rng_gaussian<double>(x.size(), 0, 1, x.data());
+    if (!r.empty()) { caffe_rng_gaussian<double>(r.size(), 0, 1, r.data()); }
+    for (int i = 0; i < num; ++i) { y[i] = (i % 29 == 0) ? kNaN : (i * 7) % 67; }
+    for (int i = 0; i < z.size(); ++i) {
+      z[i] = (i % 31 == 0) ? kNaN : (i * 5) % 71;
     }
+    this->SetBatch(x, y, r, z);
+    const vector<Blob<Dtype>*> bottom(this->bottom_.begin(),
+        this->bottom_.begin() + (refs[c] ? 4 : 2));
+    const int threads[] = {1, 2, 4};
+    const int saved_threads = omp_get_max_threads();
+    const vector<NPairLossParameter> minings = AllMinings();
+    for (int m = 0; m < minings.size(); ++m) {
+      SCOPED_TRACE(minings[m].ShortDebugString());
+      LayerParameter param;
+      NPairLossParameter* p = param.mutable_npair_loss_param();
+      p->CopyFrom(minings[m]);
+      p->set_margin_ident(0.05f);
+      p->set_margin_diff(-0.1f);
+      p->set_identsn(-0.3f);
+      p->set_diffsn(2);
+      vector<Dtype> first;
+      for (int t = 0; t < 3; ++t) {
+        omp_set_num_threads(threads[t]);
+        this->Run(param, 5, bottom);
+        vector<Dtype> outputs(this->features_.cpu_diff(),
+            this->features_.cpu_diff() + this->features_.count());
+        if (refs[c]) {
+          outputs.insert(outputs.end(), this->refs_.cpu_diff(),
+                         this->refs_.cpu_diff() + this->refs_.count());
+        }
+        for (int k = 0; k < 5; ++k) {
+          outputs.push_back(this->tops_[k]->cpu_data()[0]);
+        }
+        if (t == 0) {
+          first = outputs;
+          continue;
+        }
+        EXPECT_EQ(0, std::memcmp(outputs.data(), first.data(),
+                                 first.size() * sizeof(Dtype)))
+            << threads[t] << " threads";
+      }
+    }
+    omp_set_num_threads(saved_threads);
   }
-  omp_set_num_threads(saved_threads);
 }
 
 template <typename Dtype>
@@ -412,14 +426,21 @@ TYPED_TEST(NPairReferencesDeathTest, TestReferencesWithoutLabels) {
 }
 
 TYPED_TEST(NPairReferencesDeathTest, TestNoGradientToReferenceLabels) {
+  // Asked (as a CrossBatchMemory's labels are), the reference labels keep
+  // their diff; the batch's labels still may not be asked for.
   NPairMultiClassLossLayer<TypeParam> layer((LayerParameter()));
+  EXPECT_FALSE(layer.AllowForceBackward(3));
   layer.SetUp(this->bottom_, this->top_);
   layer.Forward(this->bottom_, this->top_);
+  caffe_set(5, TypeParam(7), this->ref_labels_.mutable_cpu_diff());
   vector<bool> down(4, false);
   down[3] = true;
+  layer.Backward(this->top_, down, this->bottom_);
+  for (int i = 0; i < 5; ++i) { EXPECT_EQ(7, this->ref_labels_.cpu_diff()[i]); }
+  down[1] = true;
   EXPECT_DEATH(layer.Backward(this->top_, down, this->bottom_),
-               "NPairMultiClassLoss Layer cannot backpropagate to reference "
-               "label inputs \\(bottom\\[3\\]\\)");
+               "NPairMultiClassLoss Layer cannot backpropagate to label "
+               "inputs \\(bottom\\[1\\]\\)");
 }
 
 }  // namespace caffe
