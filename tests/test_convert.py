@@ -187,14 +187,15 @@ layer {
   bottom: "label"
   top: "ref"
   top: "ref_label"
+  propagate_down: false
+  propagate_down: false
   cross_batch_memory_param { size: 9 warmup: 2 }
 }
 layer { name: "shared" type: "CrossBatchMemory" bottom: "feat" bottom: "label"
   top: "ref2" top: "ref_label2" param { name: "kept" lr_mult: 0 decay_mult: 0 }
   cross_batch_memory_param { size: 5 } }
 layer { name: "npair" type: "NPairMultiClassLoss" bottom: "feat" bottom: "label"
-  bottom: "ref" bottom: "ref_label" top: "loss" propagate_down: true
-  propagate_down: false propagate_down: false propagate_down: false }
+  bottom: "ref" bottom: "ref_label" top: "loss" }
 '''
 
 

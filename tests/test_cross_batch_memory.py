@@ -117,12 +117,12 @@ def test_twin_follows_the_cpp_layer_step_by_step(cpp_layer, write):
     assert all(a.tobytes() == b.tobytes() for a, b in zip(before, after))
 
 
-def pipeline(layer_type, size, warmup, propagate_down=''):
+def pipeline(layer_type, size, warmup):
     """Input -> InnerProduct -> L2Normalize -> memory -> N-pair loss with references, both
     of one kind (C++ or Python)."""
     if layer_type == 'CrossBatchMemory':
         loss = ('type: "NPairMultiClassLoss" npair_loss_param { an_mining_method: HARD '
-                f'margin_diff: -0.05 }} {propagate_down}')
+                'margin_diff: -0.05 }')
     else:
         loss = ('type: "Python" loss_weight: 1 loss_weight: 0 python_param { module: '
                 '"npair_loss" layer: "NPairMultiClassLossLayer" '
@@ -140,13 +140,10 @@ layer { name: "norm" type: "L2Normalize" bottom: "embed" top: "norm" }
 def test_the_two_memories_feed_the_loss_alike(cpp_layer, write):
     """C++ memory into the C++ loss, the twin into the fallback: the same losses and
     gradients at every step through warm-up, filling and wrap-around; nothing flows back
-    through either memory (the features' diff is the loss's own gradient)."""
-    nets = []
-    for layer_type, down in (('CrossBatchMemory', 'propagate_down: true propagate_down: '
-                              'false propagate_down: true propagate_down: false'),
-                             ('Python', '')):
-        nets.append(cpp_layer.Net(write(pipeline(layer_type, 12, 1, down), f'{layer_type}.pt'),
-                                  cpp_layer.TRAIN))
+    through either memory (the features' diff is the loss's own gradient, though the
+    loss sends the references theirs)."""
+    nets = [cpp_layer.Net(write(pipeline(layer_type, 12, 1), f'{layer_type}.prototxt'),
+                          cpp_layer.TRAIN) for layer_type in ('CrossBatchMemory', 'Python')]
     for a, b in zip(nets[0].params['embed'], nets[1].params['embed']):
         b.data[...] = a.data                         # the same weights
     rng = np.random.default_rng(3)

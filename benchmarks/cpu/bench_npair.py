@@ -57,8 +57,8 @@ import time
 
 import numpy
 
-from npair_loss.mining import KEEP_RULES, relative_position
 from npair_loss.cli import UsageError, run
+from npair_loss.mining import KEEP_RULES, relative_position
 from npair_loss.params import npair_loss_param_text, one_line_param_str, parse_param_str
 
 PROG = 'python3 benchmarks/cpu/bench_npair.py'
