@@ -61,15 +61,20 @@ def memory_blobs(net, name):
     return [b.data.copy() for b in net.params[name]]
 
 
-def feed(net, rng, N, row_shape, tag):
-    """A batch of N rows of that shape (values that say which step and row they are)."""
-    net.blobs['feat'].reshape(N, *row_shape)
-    net.blobs['label'].reshape(N)
+def forward(net, X, labels):
+    """One forward pass of the net on a batch of any size."""
+    net.blobs['feat'].reshape(*X.shape)
+    net.blobs['label'].reshape(len(labels))
     net.reshape()
-    net.blobs['feat'].data[...] = tag + rng.normal(size=(N, *row_shape))
-    net.blobs['label'].data[...] = tag * 100 + np.arange(N)
+    net.blobs['feat'].data[...] = X
+    net.blobs['label'].data[...] = labels
     net._forward(0, len(net.layers) - 1)
     return net.blobs['feat'].data.copy(), net.blobs['label'].data.copy()
+
+
+def feed(net, rng, N, row_shape, tag):
+    """A batch of N rows of that shape (values that say which step and row they are)."""
+    return forward(net, tag + rng.normal(size=(N, *row_shape)), tag * 100 + np.arange(N))
 
 
 def test_twin_follows_the_cpp_layer_step_by_step(cpp_layer, write):
@@ -115,6 +120,26 @@ def test_twin_follows_the_cpp_layer_step_by_step(cpp_layer, write):
             assert tops_of(test_net, name)[0].shape == (0, 2, 3)
     after = memory_blobs(net, 'cpp') + memory_blobs(net, 'py')
     assert all(a.tobytes() == b.tobytes() for a, b in zip(before, after))
+
+
+def test_snapshots_of_the_two_layers_are_interchangeable(cpp_layer, write, tmp_path):
+    """The C++ layer's blobs saved after it has wrapped, loaded into a fresh twin (and the
+    other way round): both go on with the same tops."""
+    rng = np.random.default_rng(4)
+    text = {kind: input_layer(3, (2,)) + memory_layer('memory', kind, 5, 1)
+            for kind in ('CrossBatchMemory', 'Python')}
+    for first, second in (('CrossBatchMemory', 'Python'), ('Python', 'CrossBatchMemory')):
+        net = cpp_layer.Net(write(text[first], 'first.prototxt'), cpp_layer.TRAIN)
+        for step in range(4):
+            feed(net, rng, 3, (2,), step)
+        net.save(str(tmp_path / 'memory.caffemodel'))
+        other = cpp_layer.Net(write(text[second], 'second.prototxt'),
+                              str(tmp_path / 'memory.caffemodel'), cpp_layer.TRAIN)
+        assert memory_blobs(other, 'memory')[2].tolist() == [1, 4, 5]
+        for step in range(4, 8):
+            forward(other, *feed(net, rng, 3, (2,), step))
+            for a, b in zip(tops_of(net, 'memory'), tops_of(other, 'memory')):
+                assert a.tobytes() == b.tobytes(), (first, step)
 
 
 def pipeline(layer_type, size, warmup):
