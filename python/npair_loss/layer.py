@@ -73,6 +73,7 @@ class NPairMultiClassLossLayer(caffe.Layer):
 
     @staticmethod
     def _check_references(refs, ref_labels, dim):
+        """A ValueError unless bottoms 2 and 3 hold M >= 0 rows of D values and M labels."""
         shape = tuple(refs.shape)
         # From the shape: the count of an empty blob says nothing of its rows' width.
         if len(shape) == 0 or int(numpy.prod(shape[1:], dtype=numpy.int64)) != dim:

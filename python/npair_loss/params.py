@@ -59,6 +59,7 @@ def message_class(name='NPairLossParameter', layer=LAYER):
 
 
 def memory_message_class():
+    """npair_loss_pb2.CrossBatchMemoryParameter, as message_class gives it."""
     return message_class('CrossBatchMemoryParameter', MEMORY_LAYER)
 
 
