@@ -10,8 +10,9 @@
 - The usage block, docs/usage_block.prototxt (the original definition's example,
   verbatim): `usage_block` (its text), `usage_params` (its npair_loss_param, parsed),
   `usage_param_str` (that block as a param_str for the fallback).
-- `npair_cases`: random batches kept away from selection thresholds and Recall@K ties
-  (where float and double may rightly disagree), checked against tests/npair_reference.
+- `npair_cases`: random batches, with or without references, kept away from selection
+  thresholds and Recall@K ties (where float and double may rightly disagree), checked
+  against tests/npair_reference.
 """
 import importlib
 import math
@@ -132,18 +133,29 @@ def caffe_tool():
 
 
 class Case:
-    """A batch: float32 features X (N x D), float32 labels, ref.Params."""
+    """A batch: float32 features X (N x D), float32 labels, ref.Params; and, if R is
+    given, float32 references R (M x D, M >= 0) with their float32 labels."""
 
-    def __init__(self, X, labels, params):
+    def __init__(self, X, labels, params, R=None, ref_labels=None):
         self.X, self.labels, self.params = X, labels, params
+        self.R, self.ref_labels = R, ref_labels
         self.N = len(X)
 
     def reference(self, g=1.0):
-        return ref.evaluate(self.X, self.labels, self.params, g)
+        return ref.evaluate(self.X, self.labels, self.params, g, self.R, self.ref_labels)
 
     def __repr__(self):
+        refs = '' if self.R is None else (f'M={len(self.R)}, '
+                                          f'ref_labels={self.ref_labels.tolist()}, ')
         return (f'Case(N={self.N}, D={self.X.shape[1]}, labels={self.labels.tolist()}, '
-                f'{self.params})')
+                f'{refs}{self.params})')
+
+
+# How the references of Cases.with_references relate to the batch: none (M = 0); fewer
+# or more of them than queries, of the batch's classes and others; every positive
+# pair a reference (the batch's labels all distinct); no reference a positive (labels
+# the batch lacks); a third of the references labelled NaN (every query's negative).
+REFERENCE_LAYOUTS = ('M=0', 'M<N', 'M>N', 'only positives', 'only negatives', 'NaN labels')
 
 
 class Cases:
@@ -162,9 +174,48 @@ class Cases:
         return ref.Params(**values)
 
     @staticmethod
-    def of(X, labels, params):
+    def of(X, labels, params, R=None, ref_labels=None):
         """A Case of given arrays (kept away from the thresholds by the caller)."""
-        return Case(np.asarray(X, np.float32), np.asarray(labels, np.float32), params)
+        if R is not None:
+            R = np.asarray(R, np.float32).reshape(len(ref_labels), np.shape(X)[1])
+            ref_labels = np.asarray(ref_labels, np.float32)
+        return Case(np.asarray(X, np.float32), np.asarray(labels, np.float32), params,
+                    R, ref_labels)
+
+    @staticmethod
+    def with_references(rng, params, layout, D=None, tries=200):
+        """A batch and references (REFERENCE_LAYOUTS) whose selection and Recall@K are
+        at least GAP (relative) from a threshold or a tie; unit rows."""
+        for _ in range(tries):
+            d = int(rng.integers(1, 6)) if D is None else D
+            if layout == 'M>N':
+                n = int(rng.integers(2, 8))
+                m = int(rng.integers(n + 1, 2 * n + 5))
+            else:
+                n = int(rng.integers(3, 11))
+                m = 0 if layout == 'M=0' else int(rng.integers(1, n))
+            if layout == 'only positives':
+                labels = rng.permutation(n)
+                ref_labels = rng.choice(labels, m)
+            else:
+                k = int(rng.integers(2, max(2, n // 2) + 1))
+                labels = rng.integers(0, k, size=n)
+                low = k if layout == 'only negatives' else 0
+                ref_labels = rng.integers(low, k + 3, size=m).astype(np.float64)
+                if layout == 'NaN labels':
+                    ref_labels[rng.random(m) < 1 / 3] = np.nan
+                    ref_labels[0] = np.nan
+            X, R = rng.normal(size=(n, d)), rng.normal(size=(m, d))
+            X /= np.linalg.norm(X, axis=1, keepdims=True)
+            R /= np.linalg.norm(R, axis=1, keepdims=True)
+            case = Cases.of(X, labels, params, R, ref_labels)
+            if (ref.boundary_gap(case.X, case.labels, params, R=case.R,
+                                 ref_labels=case.ref_labels) >= GAP
+                    and ref.recall_gap(case.X, case.labels, R=case.R,
+                                       ref_labels=case.ref_labels) >= GAP):
+                return case
+        raise AssertionError(f'no batch away from the thresholds in {tries} tries: '
+                             f'{layout}, {params}')
 
     @staticmethod
     def case(rng, params, N=None, D=None, classes=None, scale=1.0, normalize=True, tries=200):
@@ -191,12 +242,14 @@ def npair_cases():
     return Cases()
 
 
-def s_error_bound(X):
-    """delta of docs/layer_contract.md §5: a bound on |S_ij - x_i.x_j| for float32's S
-    computed in any order (gamma_D times the largest squared row norm, plus the rounding
-    of symmetrising S)."""
+def s_error_bound(X, R=None):
+    """delta of docs/layer_contract.md §5: a bound on |S_ic - x_i.(candidate c)| for
+    float32's S computed in any order (gamma_D times the largest squared row norm of the
+    features and references, plus the rounding of symmetrising S)."""
     D = X.shape[1]
-    norm2 = float((np.asarray(X, np.float64) ** 2).sum(axis=1).max())
+    rows = np.asarray(X, np.float64) if R is None or not len(R) else np.concatenate(
+        [np.asarray(X, np.float64), np.asarray(R, np.float64)])
+    norm2 = float((rows ** 2).sum(axis=1).max())
     return (D * U32 / (1 - D * U32) + 2 * U32) * norm2
 
 
@@ -206,25 +259,30 @@ def _close(value, expected, rtol, floor=0.0):
 
 @pytest.fixture(scope='session')
 def assert_matches_reference():
-    """assert_matches_reference(case, tops, grad=None, g=1.0, rtol=RTOL, grad_tol=GRAD_TOL):
-    the values of the layer's tops (loss, R@K..., asum, as many as it has) and, if given,
-    d(g * loss)/dX against the reference, within docs/layer_contract.md §5's float
-    tolerances (the loss's with its absolute floor)."""
-    def check(case, tops, grad=None, g=1.0, rtol=RTOL, grad_tol=GRAD_TOL):
+    """assert_matches_reference(case, tops, grad=None, g=1.0, rtol=RTOL, grad_tol=GRAD_TOL,
+    ref_grad=None): the values of the layer's tops (loss, R@K..., asum, as many as it
+    has) and, if given, d(g * loss)/dX and d(g * loss)/dR against the reference, within
+    docs/layer_contract.md §5's float tolerances (the loss's with its absolute floor;
+    the gradients' relative to the largest element of both)."""
+    def check(case, tops, grad=None, g=1.0, rtol=RTOL, grad_tol=GRAD_TOL, ref_grad=None):
         result = case.reference(g)
         expected = ref.top_values(result, len(tops))
-        floors = {'loss': 2 * s_error_bound(case.X)}     # a loss near 0: §5's floor
+        floors = {'loss': 2 * s_error_bound(case.X, case.R)}     # a loss near 0: §5's floor
         for name, (value, want) in zip(_top_names(len(tops)), zip(tops, expected)):
             assert math.isfinite(value), f'{name} = {value} for {case}'
             assert _close(float(value), want, rtol, floors.get(name, 0.0)), \
                 f'{name}: {value} != {want} for {case}'
-        if grad is not None:
-            grad = np.asarray(grad, dtype=np.float64).reshape(result.grad.shape)
-            assert np.isfinite(grad).all(), case
-            err = np.max(np.abs(grad - result.grad), initial=0.0)
-            scale = np.max(np.abs(result.grad), initial=0.0)
+        scale = max(np.max(np.abs(result.grad), initial=0.0),
+                    np.max(np.abs(result.ref_grad), initial=0.0))
+        for name, got, want in (('gradient', grad, result.grad),
+                                ('references\' gradient', ref_grad, result.ref_grad)):
+            if got is None:
+                continue
+            got = np.asarray(got, dtype=np.float64).reshape(want.shape)
+            assert np.isfinite(got).all(), case
+            err = np.max(np.abs(got - want), initial=0.0)
             assert err <= grad_tol * scale or err <= 1e-12, \
-                f'gradient off by {err} (largest {scale}) for {case}'
+                f'{name} off by {err} (largest {scale}) for {case}'
     return check
 
 

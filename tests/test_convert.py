@@ -1,8 +1,10 @@
-"""npair_loss.convert: C++ NPairMultiClassLoss layers <-> the Python fallback, on the
-usage block and on a whole net; everything but the converted layers' type and parameter
-block is left as it was. (Its command-line errors: tests/test_cli.py.)"""
+"""npair_loss.convert: C++ NPairMultiClassLoss and CrossBatchMemory layers <-> their
+Python twins, on the usage block and on whole nets; everything but the converted layers'
+type, parameter block and what a Python layer must be given is left as it was. (Its
+command-line errors: tests/test_cli.py.)"""
 import re
 
+import numpy as np
 import pytest
 from google.protobuf import text_format
 
@@ -67,8 +69,9 @@ def npair_params_of(block):
     from npair_loss.params import message_class
     msg = message_class()()
     fields, _ = convert.parse_fields(convert.tokenize(block))
-    layer = [f for f in fields if convert.is_cpp_layer(f) or convert.is_fallback_layer(f)][0]
-    if convert.is_cpp_layer(layer):
+    layer = [f for f in fields
+             if convert.NPAIR in (convert.cpp_kind(f), convert.fallback_kind(f))][0]
+    if convert.cpp_kind(layer) is convert.NPAIR:
         cpp = convert.first(layer.children, 'npair_loss_param')
         text_format.Parse(block[cpp.inner[0]:cpp.inner[1]] if cpp else '', msg)
     else:
@@ -172,3 +175,105 @@ def test_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         convert.main(['--help'])
     assert e.value.code == 0 and '--to' in capsys.readouterr().out
+
+
+MEMORY_NET = '''name: "memory"
+layer { name: "data" type: "Input" top: "feat" top: "label"
+  input_param { shape { dim: 6 dim: 3 } shape { dim: 6 } } }
+layer {
+  name: "memory"   # the last 9 samples
+  type: "CrossBatchMemory"
+  bottom: "feat"
+  bottom: "label"
+  top: "ref"
+  top: "ref_label"
+  propagate_down: false
+  propagate_down: false
+  cross_batch_memory_param { size: 9 warmup: 2 }
+}
+layer { name: "shared" type: "CrossBatchMemory" bottom: "feat" bottom: "label"
+  top: "ref2" top: "ref_label2" param { name: "kept" lr_mult: 0 decay_mult: 0 }
+  cross_batch_memory_param { size: 5 } }
+layer { name: "npair" type: "NPairMultiClassLoss" bottom: "feat" bottom: "label"
+  bottom: "ref" bottom: "ref_label" top: "loss" }
+'''
+
+
+def test_memory_layers_to_python_and_back():
+    py, names = convert.convert(MEMORY_NET, 'python')
+    assert names == ['memory', 'shared', 'npair']
+    blocks = layer_blocks(py)
+    memory = blocks['memory']
+    assert 'type: "Python"' in memory and 'cross_batch_memory_param' not in memory
+    assert ('python_param { module: "npair_loss" layer: "CrossBatchMemoryLayer" '
+            'param_str: "size: 9 warmup: 2" }') in memory
+    assert memory.count('param { lr_mult: 0 decay_mult: 0 }') == 3
+    assert '  top: "ref_label"\n  param { lr_mult: 0 decay_mult: 0 }\n' in memory
+    shared = blocks['shared']          # its own spec kept, two more added after it
+    assert len(re.findall(r'(?<!_)param \{', shared)) == 3
+    assert ('param { name: "kept" lr_mult: 0 decay_mult: 0 }\n  param { lr_mult: 0 decay_mult: 0 }'
+            '\n  param { lr_mult: 0 decay_mult: 0 }') in shared
+    assert 'param_str: "size: 5"' in shared
+    assert 'loss_weight' not in memory + shared                    # not a loss
+    back, names = convert.convert(py, 'cpp')
+    assert names == ['memory', 'shared', 'npair']
+    blocks = layer_blocks(back)
+    assert 'type: "CrossBatchMemory"' in blocks['memory']
+    assert 'cross_batch_memory_param {\n    size: 9\n    warmup: 2\n  }' in blocks['memory']
+    assert blocks['memory'].count('param { lr_mult: 0 decay_mult: 0 }') == 3   # stay
+    assert convert.convert(back, 'python')[0] == py
+    assert layer_blocks(back)['data'] == layer_blocks(MEMORY_NET)['data']
+
+
+def test_memory_net_parses_as_caffe_netparameter():
+    caffe_pb2 = pytest.importorskip('caffe.proto.caffe_pb2', reason='pycaffe not importable')
+    original = text_format.Parse(MEMORY_NET, caffe_pb2.NetParameter())
+    py = text_format.Parse(convert.convert(MEMORY_NET, 'python')[0], caffe_pb2.NetParameter())
+    back = text_format.Parse(convert.convert(convert.convert(MEMORY_NET)[0], 'cpp')[0],
+                             caffe_pb2.NetParameter())
+    for a, b, c in zip(original.layer, py.layer, back.layer):
+        assert (a.name, list(a.bottom), list(a.top), list(a.propagate_down)) == \
+               (b.name, list(b.bottom), list(b.top), list(b.propagate_down))
+        assert c.type == a.type
+        if a.type == 'CrossBatchMemory':
+            assert b.python_param.layer == 'CrossBatchMemoryLayer'
+            assert [(p.lr_mult, p.decay_mult) for p in b.param] == [(0, 0)] * 3
+            assert c.cross_batch_memory_param == a.cross_batch_memory_param
+            assert list(c.param) == list(b.param)
+
+
+def test_bad_memory_parameters_are_an_error_at_their_place():
+    text = MEMORY_NET.replace('warmup: 2', 'warm_up: 2')
+    with pytest.raises(convert.PrototxtError, match='warm_up') as e:
+        convert.convert(text, 'python')
+    assert text[e.value.offset:].startswith('warm_up: 2')
+    py = convert.convert(MEMORY_NET)[0].replace('size: 9 warmup: 2', 'size: nine')
+    with pytest.raises(convert.PrototxtError, match="param_str: Couldn't parse integer: nine"):
+        convert.convert(py, 'cpp')
+
+
+def test_converted_memory_net_runs_as_the_cpp_one(cpp_layer, tmp_path):
+    """The net above and its conversion: the same memory tops and loss at every step
+    through the warm-up, filling and wrap-around."""
+    nets = []
+    for name, text in (('cpp', MEMORY_NET), ('py', convert.convert(MEMORY_NET)[0])):
+        (tmp_path / f'{name}.prototxt').write_text('force_backward: true\n' + text)
+        nets.append(cpp_layer.Net(str(tmp_path / f'{name}.prototxt'), cpp_layer.TRAIN))
+    rng = np.random.default_rng(1)
+    for step in range(7):
+        outputs = []
+        X = rng.normal(size=(6, 3))
+        for net in nets:
+            net.blobs['feat'].data[...] = X
+            net.blobs['label'].data[...] = [step, step, 7, 7, 8, 9]
+            net._forward(0, len(net.layers) - 1)
+            net._backward(len(net.layers) - 1, 0)
+            M = net.blobs['ref_label'].count
+            outputs.append((M, float(net.blobs['loss'].data), net.blobs['feat'].diff.copy(),
+                            net.blobs['ref'].data.copy() if M else None))
+        (m0, loss0, grad0, ref0), (m1, loss1, grad1, ref1) = outputs
+        assert m0 == m1 == min(9, 6 * max(0, step - 2)), step
+        assert loss1 == pytest.approx(loss0, rel=1e-5), step
+        np.testing.assert_allclose(grad1, grad0, atol=1e-5 * np.abs(grad0).max())
+        if m0:
+            assert ref0.tobytes() == ref1.tobytes()

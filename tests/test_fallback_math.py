@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import npair_reference as ref
-from npair_loss import npair_math, params as npair_params
+from npair_loss import mining, npair_math, params as npair_params
 
 ALL_RULES = list(itertools.product(ref.REGIONS, ref.METHODS))
 
@@ -74,7 +74,7 @@ def test_relative_position_matches_reference():
            -7.0, -1e30]
     n = np.arange(0, 40)
     for sn in map(ref.f32, sns):
-        got = npair_math.relative_position(n, sn)
+        got = mining.relative_position(n, sn)
         assert got.tolist() == [max(ref.relative_position(int(k), sn), 0) for k in n], sn
 
 

@@ -9,7 +9,10 @@ with momentum, weight decay and a step learning rate that changes after the snap
   - `caffe train`, 18 iterations, snapshots every 6; then `caffe train --snapshot=
     ..._iter_6.solverstate` in another directory: every loss, R@K and test output that
     both runs log from iteration 6 on is the same text, and the final weights and momentum
-    history are the same bits (BINARYPROTO and HDF5 snapshots);
+    history are the same bits (BINARYPROTO and HDF5 snapshots); the same with a
+    CrossBatchMemory of 23 rows (warm-up 1) feeding the loss's references, which has
+    wrapped around twice when the snapshot is taken: its rows, labels and counters end
+    the same bits too;
   - pycaffe: Solver.restore() then step(): every iteration's loss is the same float32.
 
 What makes it exact, and what would not be:
@@ -58,12 +61,19 @@ layer { name: "relu1" type: "ReLU" bottom: "fc1" top: "fc1" }
 layer { name: "embed" type: "InnerProduct" bottom: "fc1" top: "embed"
   inner_product_param { num_output: 8 weight_filler { type: "xavier" } } }
 layer { name: "norm" type: "L2Normalize" bottom: "embed" top: "embed_norm" }
-layer { name: "loss" type: "NPairMultiClassLoss" bottom: "embed_norm" bottom: "label"
+layer { name: "loss" type: "NPairMultiClassLoss" bottom: "embed_norm" bottom: "label"{refs}
   top: "npair_loss" top: "retrieve_top1" top: "retrieve_top5" top: "retrieve_top10"
   top: "feature_asum"
   loss_weight: 1 loss_weight: 0 loss_weight: 0 loss_weight: 0 loss_weight: 0
   npair_loss_param {''' + USAGE_PARAM_STR + '''} }
 '''
+# The memory: 23 rows, filled from iteration 1, 10 rows an iteration: at the snapshot
+# (iteration 6, after 5 stores) it has wrapped twice and its next row is 50 mod 23 = 4.
+MEMORY = '''layer { name: "memory" type: "CrossBatchMemory" bottom: "embed_norm" bottom: "label"
+  top: "memory" top: "memory_label" propagate_down: false propagate_down: false
+  cross_batch_memory_param { size: 23 warmup: 1 } }
+'''
+MEMORY_AT_SNAPSHOT = [1, 4, 23]             # warm-up passes, next row, rows stored
 
 SOLVER = '''net: "net.prototxt"
 test_iter: 6
@@ -94,15 +104,19 @@ def npair_batches(rng, n_batches, classes, per_batch, dim=12):
     return data.astype(np.float32), labels.astype(np.float32)
 
 
-def write_setup(directory, snapshot_format='BINARYPROTO'):
-    """net, solver and data in directory (paths in them relative to it)."""
+def write_setup(directory, snapshot_format='BINARYPROTO', memory=False):
+    """net, solver and data in directory (paths in them relative to it); with memory, the
+    loss takes its references from a CrossBatchMemory."""
     rng = np.random.default_rng(2024)
     for name, (data, labels) in (('train', npair_batches(rng, 6, 8, 5)),     # 60: 6 iters
                                  ('test', npair_batches(rng, 6, 8, 3))):     # 36 = 6 x 6
         with h5py.File(directory / f'{name}.h5', 'w') as f:
             f['data'], f['label'] = data, labels
         (directory / f'{name}.txt').write_text(f'{name}.h5\n')
-    (directory / 'net.prototxt').write_text(NET)
+    refs = '\n  bottom: "memory" bottom: "memory_label"' if memory else ''
+    loss_at = NET.index('layer { name: "loss"')
+    (directory / 'net.prototxt').write_text(
+        NET[:loss_at] + (MEMORY if memory else '') + NET[loss_at:].replace('{refs}', refs))
     (directory / 'solver.prototxt').write_text(SOLVER.format(format=snapshot_format))
 
 
@@ -164,12 +178,13 @@ def assert_same_bits(a, b, what):
 
 
 @needs_caffe_tool
+@pytest.mark.parametrize('memory', [False, True], ids=['batch', 'memory'])
 @pytest.mark.parametrize('snapshot_format', ['BINARYPROTO', 'HDF5'])
-def test_caffe_train_resumed_from_a_snapshot(snapshot_format, tmp_path):
+def test_caffe_train_resumed_from_a_snapshot(snapshot_format, memory, tmp_path):
     whole, resumed = tmp_path / 'whole', tmp_path / 'resumed'
     for directory in (whole, resumed):
         directory.mkdir()
-        write_setup(directory, snapshot_format)
+        write_setup(directory, snapshot_format, memory)
     ext = '.h5' if snapshot_format == 'HDF5' else ''
     log_whole = caffe_train(whole)
     for suffix in ('caffemodel', 'solverstate'):
@@ -200,7 +215,11 @@ def test_caffe_train_resumed_from_a_snapshot(snapshot_format, tmp_path):
     final = f'snap_iter_{MAX_ITER}'
     w_whole = weights(whole / f'{final}.caffemodel{ext}')
     w_resumed = weights(resumed / f'{final}.caffemodel{ext}')
-    assert sorted(w_whole) == sorted(w_resumed) == ['embed', 'fc1']
+    assert sorted(w_whole) == sorted(w_resumed) == ['embed', 'fc1'] + ['memory'] * memory
+    if memory:
+        at_snapshot = weights(whole / f'snap_iter_{SNAPSHOT_AT}.caffemodel{ext}')['memory']
+        assert at_snapshot[2].tolist() == MEMORY_AT_SNAPSHOT
+        assert w_whole['memory'][2].tolist() == [1, (MAX_ITER - 1) * 10 % 23, 23]
     for layer in w_whole:
         assert_same_bits(w_whole[layer], w_resumed[layer], f'final weights of {layer} differ')
     for directory in (whole, resumed):

@@ -57,8 +57,8 @@ import time
 
 import numpy
 
-from npair_loss import npair_math
 from npair_loss.cli import UsageError, run
+from npair_loss.mining import KEEP_RULES, relative_position
 from npair_loss.params import npair_loss_param_text, one_line_param_str, parse_param_str
 
 PROG = 'python3 benchmarks/cpu/bench_npair.py'
@@ -244,9 +244,9 @@ class TorchTimer:
 
 
 def _relative_position(torch, n, sn):
-    """pos(n, sn) for a float64 tensor of list lengths n, by npair_math's rule."""
+    """pos(n, sn) for a float64 tensor of list lengths n, by npair_loss.mining's rule."""
     counts = numpy.asarray(n.detach().cpu().numpy(), dtype=numpy.int64)
-    return torch.from_numpy(numpy.asarray(npair_math.relative_position(counts, sn)))
+    return torch.from_numpy(numpy.asarray(relative_position(counts, sn)))
 
 
 def _torch_threshold(torch, S, pos, neg, region, method, sn, positives):
@@ -289,12 +289,12 @@ def torch_npair(torch, x, y, p, tops):
         if p.ap_mining_method != 'RAND':
             t = _torch_threshold(torch, Sd, pos, neg, p.ap_mining_region,
                                  p.ap_mining_method, p.identsn, True)
-            rule = getattr(torch, npair_math.KEEP_RULES[p.ap_mining_method][0])
+            rule = getattr(torch, KEEP_RULES[p.ap_mining_method][0])
             keep_pos = pos & rule(Sd.double(), t + p.margin_ident)
         if p.an_mining_method != 'RAND':
             t = _torch_threshold(torch, Sd, pos, neg, p.an_mining_region,
                                  p.an_mining_method, p.diffsn, False)
-            rule = getattr(torch, npair_math.KEEP_RULES[p.an_mining_method][1])
+            rule = getattr(torch, KEEP_RULES[p.an_mining_method][1])
             keep_neg = neg & rule(Sd.double(), t + p.margin_diff)
         has_pos = keep_pos.any(1)
     rows = S[has_pos]

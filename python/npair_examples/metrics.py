@@ -19,7 +19,7 @@ than perfect.
 
 import numpy as np
 
-from npair_loss import npair_math
+from npair_loss import npair_math, pairs
 
 RECALL_KS = (1, 2, 4, 8)
 
@@ -41,8 +41,8 @@ def recall_at_k(embeddings, labels, ks=RECALL_KS):
     """{k: recall} over the whole set (one N x N similarity matrix in float32)."""
     x, labels = _check(embeddings, labels)
     x = x.astype(np.float32)
-    same = npair_math.label_relation(labels)
-    r = npair_math.recall_at_k(x @ x.T, same, npair_math.positive_pairs(same), ks)
+    same = pairs.label_relation(labels)
+    r = npair_math.recall_at_k(x @ x.T, same, pairs.positive_pairs(same), ks)
     return dict(zip(ks, map(float, r)))
 
 

@@ -1,12 +1,18 @@
-"""NPairMultiClassLoss as a Caffe Python layer: the fallback for a pycaffe without the
-C++ layer (docs/layer_contract.md §7).
+"""NPairMultiClassLoss and CrossBatchMemory as Caffe Python layers: the fallback for a
+pycaffe without the C++ layers (docs/layer_contract.md §7).
 
     layer { type: "Python" bottom: "feat" bottom: "label" top: "loss" ...
             python_param { module: "npair_loss" layer: "NPairMultiClassLossLayer"
                            param_str: "an_mining_method: HARD margin_diff: -0.05" } }
+    layer { type: "Python" bottom: "feat" bottom: "label" top: "ref_feat" top: "ref_label"
+            param { lr_mult: 0 decay_mult: 0 } param { lr_mult: 0 decay_mult: 0 }
+            param { lr_mult: 0 decay_mult: 0 }
+            python_param { module: "npair_loss" layer: "CrossBatchMemoryLayer"
+                           param_str: "size: 4096 warmup: 250" } }
 
-npair_loss.npair_math is the math alone (NumPy or CuPy, no Caffe); npair_loss.params
-parses param_str; the layer class needs pycaffe and is loaded on first use.
+npair_loss.npair_math is the loss's math alone and npair_loss.mining its mining (NumPy or
+CuPy, no Caffe); npair_loss.params parses param_str; the layer classes need pycaffe and
+are loaded on first use.
 """
 import pkgutil
 
@@ -20,4 +26,7 @@ def __getattr__(name):
     if name == 'NPairMultiClassLossLayer':
         from .layer import NPairMultiClassLossLayer
         return NPairMultiClassLossLayer
+    if name == 'CrossBatchMemoryLayer':
+        from .memory_layer import CrossBatchMemoryLayer
+        return CrossBatchMemoryLayer
     raise AttributeError(f"module 'npair_loss' has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""Rewrite a net's NPairMultiClassLoss layers as the Python fallback, or back.
+"""Rewrite a net's NPairMultiClassLoss and CrossBatchMemory layers as the Python
+fallback's layers, or back.
 
     python -m npair_loss.convert train_val.prototxt train_val_py.prototxt [--to python|cpp]
 
@@ -6,13 +7,18 @@
 `type: "Python"` with `python_param { module: "npair_loss" layer:
 "NPairMultiClassLossLayer" param_str: "<its npair_loss_param>" }`, and, where the layer
 gives no loss_weight, writes Caffe's implicit ones (1 on the loss, 0 on each monitor)
-explicitly, since a Python layer gets no default. --to cpp does the reverse for Python
-layers of that module and class (explicit loss weights stay: they mean the same there).
+explicitly, since a Python layer gets no default. Each `type: "CrossBatchMemory"`
+layer becomes the Python layer "CrossBatchMemoryLayer" with its
+cross_batch_memory_param as param_str, and gets the `param { lr_mult: 0 decay_mult: 0 }`
+its three blobs need and the C++ layer supplies by itself (up to three in all). --to cpp
+does the reverse for Python layers of that module and those classes (explicit loss
+weights and param specs stay: they mean the same there).
 
-Only those layers change, and in them only the type and the parameter block; the rest
-of the file is copied as it is, comments and layout included. Comments inside a
-converted npair_loss_param block do not survive (param_str holds values only). Needs
-no pycaffe: the parameters are checked with the package's own npair_loss_pb2.
+Only those layers change, and in them only the type, the parameter block and what a
+Python layer must be given; the rest of the file is copied as it is, comments and
+layout included. Comments inside a converted parameter block do not survive (param_str
+holds values only). Needs no pycaffe: the parameters are checked with the package's own
+npair_loss_pb2.
 
 Text that is not protobuf text format, or a converted layer's parameters with an
 unknown field or value, is an error (PrototxtError) that says where: on the command
@@ -25,11 +31,27 @@ from typing import List, NamedTuple, Optional
 from google.protobuf import text_encoding, text_format
 
 from .cli import ArgumentParser, UsageError, run
-from .params import message_class
+from .params import MEMORY_PARAM_SPEC, memory_message_class, message_class
 
 PROG = 'python -m npair_loss.convert'
-CPP_TYPE = 'NPairMultiClassLoss'
-MODULE, CLASS = 'npair_loss', 'NPairMultiClassLossLayer'
+MODULE = 'npair_loss'
+
+
+class LayerKind(NamedTuple):
+    """A C++ layer and its Python twin."""
+    cpp_type: str
+    python_class: str
+    param_field: str            # the C++ layer's parameter block
+    message: object             # () -> its message class
+    loss_weights: bool          # write Caffe's implicit loss weights for the Python layer
+    param_specs: int            # blobs whose param specs the Python layer must be given
+
+
+NPAIR = LayerKind('NPairMultiClassLoss', 'NPairMultiClassLossLayer', 'npair_loss_param',
+                  message_class, True, 0)
+MEMORY = LayerKind('CrossBatchMemory', 'CrossBatchMemoryLayer', 'cross_batch_memory_param',
+                   memory_message_class, False, 3)
+KINDS = (NPAIR, MEMORY)
 
 _TOKEN = re.compile(r'''
     (?P<space>\s+) | (?P<comment>\#[^\n]*)
@@ -150,15 +172,15 @@ def first(fields, name):
     return next((f for f in fields if f.name == name), None)
 
 
-def _to_python(text, layer):
-    """Edits (start, end, replacement) that turn a C++ layer into the fallback."""
+def _to_python(text, layer, kind):
+    """Edits (start, end, replacement) that turn a C++ layer into its Python twin."""
     edits = [(first(layer.children, 'type').values[0].start,
               first(layer.children, 'type').end, '"Python"')]
-    param = first(layer.children, 'npair_loss_param')
-    msg = message_class()()
+    param = first(layer.children, kind.param_field)
+    msg = kind.message()()
     if param is not None:
         _parse_param(text[param.inner[0]:param.inner[1]], msg, param.inner[0])
-    python_param = (f'python_param {{ module: "{MODULE}" layer: "{CLASS}" '
+    python_param = (f'python_param {{ module: "{MODULE}" layer: "{kind.python_class}" '
                     f'param_str: {quoted(text_format.MessageToString(msg, as_one_line=True))} }}')
     if param is not None:
         edits.append((param.start, param.end, python_param))
@@ -166,10 +188,16 @@ def _to_python(text, layer):
         last = layer.children[-1]
         edits.append((last.end, last.end, f'\n{_indent(text, last.start)}{python_param}'))
     tops = [f for f in layer.children if f.name == 'top']
-    if tops and first(layer.children, 'loss_weight') is None:
+    if kind.loss_weights and tops and first(layer.children, 'loss_weight') is None:
         indent = _indent(text, tops[-1].start)
         weights = ''.join(f'\n{indent}loss_weight: {1 if k == 0 else 0}' for k in range(len(tops)))
         edits.append((tops[-1].end, tops[-1].end, weights))
+    specs = [f for f in layer.children if f.name == 'param']
+    if kind.param_specs > len(specs):
+        after = (specs or tops or [layer.children[0]])[-1]
+        indent = _indent(text, after.start)
+        edits.append((after.end, after.end, f'\n{indent}{MEMORY_PARAM_SPEC}'
+                       * (kind.param_specs - len(specs))))
     return edits
 
 
@@ -193,49 +221,54 @@ def _parse_param(body, msg, start, quoted_in=None):
         raise PrototxtError(prefix + message, offset) from None
 
 
-def _to_cpp(text, layer):
-    """Edits that turn a fallback layer back into the C++ layer."""
+def _to_cpp(text, layer, kind):
+    """Edits that turn a Python twin back into the C++ layer."""
     type_field = first(layer.children, 'type')
     param = first(layer.children, 'python_param')
     param_str = first(param.children, 'param_str')
-    msg = message_class()()
+    msg = kind.message()()
     if param_str is not None:
         _parse_param(string_value(param_str), msg, param_str.start, 'param_str')
     indent = _indent(text, param.start)
     step = indent[len(_indent(text, layer.start)):] or '  '
     body = ''.join(f'{indent}{step}{line}\n'
                    for line in text_format.MessageToString(msg).splitlines())
-    block = f'npair_loss_param {{\n{body}{indent}}}' if body else 'npair_loss_param { }'
-    return [(type_field.values[0].start, type_field.end, f'"{CPP_TYPE}"'),
+    block = (f'{kind.param_field} {{\n{body}{indent}}}' if body
+             else f'{kind.param_field} {{ }}')
+    return [(type_field.values[0].start, type_field.end, f'"{kind.cpp_type}"'),
             (param.start, param.end, block)]
 
 
-def is_cpp_layer(layer):
+def cpp_kind(layer):
+    """The LayerKind of a C++ layer that has a Python twin, else None."""
     t = first(layer.children, 'type')
-    return t is not None and string_value(t) == CPP_TYPE
+    return next((k for k in KINDS if t is not None and string_value(t) == k.cpp_type), None)
 
 
-def is_fallback_layer(layer):
+def fallback_kind(layer):
+    """The LayerKind of a Python twin (module npair_loss, a twin's class), else None."""
     t = first(layer.children, 'type')
     p = first(layer.children, 'python_param')
     if t is None or string_value(t) != 'Python' or p is None:
-        return False
+        return None
     module, cls = first(p.children, 'module'), first(p.children, 'layer')
-    return (module is not None and cls is not None
-            and string_value(module) == MODULE and string_value(cls) == CLASS)
+    if module is None or cls is None or string_value(module) != MODULE:
+        return None
+    return next((k for k in KINDS if string_value(cls) == k.python_class), None)
 
 
 def convert(text, to='python'):
     """(converted text, names of the layers converted); PrototxtError for text it cannot
     read or layers whose parameters are wrong."""
     fields = parse_message(text)
-    wanted, rewrite = (is_cpp_layer, _to_python) if to == 'python' else (is_fallback_layer, _to_cpp)
+    kind_of, rewrite = (cpp_kind, _to_python) if to == 'python' else (fallback_kind, _to_cpp)
     edits, names = [], []
     for layer in fields:
-        if layer.name == 'layer' and layer.children is not None and wanted(layer):
+        kind = kind_of(layer) if layer.name == 'layer' and layer.children is not None else None
+        if kind is not None:
             name = first(layer.children, 'name')
             names.append(string_value(name) if name else '')
-            edits += rewrite(text, layer)
+            edits += rewrite(text, layer, kind)
     for start, end, replacement in sorted(edits, reverse=True):
         text = text[:start] + replacement + text[end:]
     return text, names

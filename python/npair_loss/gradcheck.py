@@ -156,13 +156,21 @@ def npair_layers(net, net_param=None):
 
 def npair_selection(layers):
     """selection for check_gradient: the kept pairs of each N-pair layer, recomputed
-    from its bottoms with npair_math (the C++ layer's own selection is not visible)."""
+    from its bottoms (its references among them) with npair_math (the C++ layer's own
+    selection is not visible)."""
     def selection(net):
         kept = []
         for layer in layers:
             X = net.blobs[layer.bottoms[0]].data
             labels = net.blobs[layer.bottoms[1]].data.reshape(len(X))
-            kept.append(npair_math.selected_pairs(X.reshape(len(X), -1), labels, layer.params))
+            R = ref_labels = None
+            # Never the data of an empty blob: pycaffe aborts on it.
+            if len(layer.bottoms) == 4 and net.blobs[layer.bottoms[2]].count > 0:
+                R = net.blobs[layer.bottoms[2]].data
+                R = R.reshape(len(R), -1)
+                ref_labels = net.blobs[layer.bottoms[3]].data.reshape(len(R))
+            kept.append(npair_math.selected_pairs(X.reshape(len(X), -1), labels, layer.params,
+                                                  R, ref_labels))
         return kept
     return selection
 
