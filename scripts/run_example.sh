@@ -20,7 +20,7 @@
 #                        of every learned model
 # Optional environment:
 #   NPAIR_SKIP_BUILD=1   use the existing build/ as it is
-#   NPAIR_JOBS=N         trainings at a time (default: one more than the cores)
+#   NPAIR_JOBS=N         trainings at a time (default: two per core)
 #   NPAIR_GPU=0          train on that GPU (a CUDA build of the fork)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,10 +66,11 @@ py glyph_nets --check --out models/glyphs \
 find "$run" -mindepth 1 -maxdepth 1 ! -name data -exec rm -rf {} +
 mkdir -p "$run/solvers"
 
-# Small nets scale poorly over threads: one thread per training, one training more than
-# there are cores (the third shares the cores while the others read their images).
+# Small nets scale poorly over threads: one thread per training, two trainings per core
+# (each waits on its data layer's image decoding part of the time, which the other fills;
+# with one more than the cores, the fourth default model ran alone on one core at the end).
 cores=$(nproc)
-jobs=${NPAIR_JOBS:-$(( ${#models[@]} < cores + 1 ? ${#models[@]} : cores + 1 ))}
+jobs=${NPAIR_JOBS:-$(( ${#models[@]} < 2 * cores ? ${#models[@]} : 2 * cores ))}
 threads=$(( cores / jobs > 0 ? cores / jobs : 1 ))
 step "2/6 caffe train: ${models[*]} ($jobs at a time, $threads thread(s) each; logs: $run/<model>_train.log)"
 train() {  # model name, e.g. npair or softmax_seed2

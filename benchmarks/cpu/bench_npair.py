@@ -28,7 +28,8 @@ MKL_NUM_THREADS set to it, and torch.set_num_threads: a thread count is fixed wh
 process loads its libraries, and the layer and its yardstick always share one.
 
 Beside each C++ figure: `passes`, the layer's time less that of its GEMMs (syrk and
-the products, timed on the BLAS the layer calls, with the same shapes), per (query,
+the products, timed on the BLAS the layer calls, with the same shapes, interleaved
+with the layer in every repeat), per (query,
 candidate) pair: the part of the layer the BLAS does not do. The BLAS line names the
 library and the kernel it runs, and each row gives the yardstick's GFLOPS, so that a
 slow yardstick cannot flatter the layer.
@@ -152,16 +153,21 @@ def thread_env(threads):
 
 def net_prototxt(n, d, m, mining, tops, impls):
     """Inputs X (N x D), labels (N) and, with m references, R (M x D) and their labels;
-    every layer under test reading them."""
+    every layer under test reading them. X reaches them through a Bias layer (its bias
+    0) so that X needs a gradient the way a net's features do, without force_backward,
+    which would override `propagate_down: false` and have the loss compute the
+    references' gradient too (Caffe's rule), unlike a net with a CrossBatchMemory."""
     shapes = f'shape {{ dim: {n} dim: {d} }} shape {{ dim: {n} }}'
-    inputs = 'top: "x" top: "y"'
+    inputs = 'top: "x_in" top: "y"'
     if m:
         shapes += f' shape {{ dim: {m} dim: {d} }} shape {{ dim: {m} }}'
         inputs += ' top: "r" top: "z"'
-    layers = [f'layer {{ name: "data" type: "Input" {inputs} input_param {{ {shapes} }} }}']
+    layers = [f'layer {{ name: "data" type: "Input" {inputs} input_param {{ {shapes} }} }}',
+              'layer { name: "features" type: "Bias" bottom: "x_in" top: "x" }']
     if 'ip' in impls:
+        # loss_weight: its Backward runs (both GEMMs) as a layer's under a loss does.
         layers.append(f'''layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "ip"
-  inner_product_param {{ num_output: {m or n}
+  loss_weight: 1 inner_product_param {{ num_output: {m or n}
     weight_filler {{ type: "gaussian" std: 0.01 }} }} }}''')
     top_names = TOP_NAMES if tops == 5 else TOP_NAMES[:1]
     weights = ' '.join(['loss_weight: 1'] + ['loss_weight: 0'] * (len(top_names) - 1))
@@ -179,7 +185,7 @@ def net_prototxt(n, d, m, mining, tops, impls):
   {tops_txt} {weights}
   python_param {{ module: "npair_loss" layer: "NPairMultiClassLossLayer"
     param_str: "{MININGS[mining]}" }} }}''')
-    return 'name: "npair_bench"\nforce_backward: true\n' + '\n'.join(layers) + '\n'
+    return 'name: "npair_bench"\n' + '\n'.join(layers) + '\n'
 
 
 def make_batch(n, d, m, per_class, seed):
@@ -384,35 +390,42 @@ def blas_config(lib):
             f'{lib.openblas_get_corename().decode()}')
 
 
-def layer_gemm_seconds(lib, n, m, d, repeats):
-    """The C++ layer's GEMMs on its BLAS, median of `repeats`: the upper triangle of X X^T
-    (syrk) and X R^T forward, (G_B + G_B^T) X and G_R R backward, rows padded as the
-    layer pads them."""
-    import ctypes
-    ld = -(-(n + m) // 16) * 16 + (16 if (-(-(n + m) // 16) * 16 * 4) % 2048 == 0 else 0)
-    rng = numpy.random.default_rng(0)
-    x = rng.standard_normal((n, d)).astype(numpy.float32)
-    r = rng.standard_normal((max(m, 1), d)).astype(numpy.float32)
-    s = numpy.zeros((n, ld), numpy.float32)
-    out = numpy.zeros((n, d), numpy.float32)
-    ptr = lambda a: a.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
-    one, zero = ctypes.c_float(1), ctypes.c_float(0)
-    row, upper, no, yes = 101, 121, 111, 112
+class LayerGemmTimer:
+    """The C++ layer's GEMMs on its BLAS, with the shapes and padded rows the layer uses:
+    the upper triangle of X X^T (syrk) and X R^T as `forward`, (G_B + G_B^T) X and G_R R
+    as `backward`. Timed interleaved with the layer, so that both see the same load."""
 
-    def gemms():
-        lib.cblas_ssyrk(row, upper, no, n, d, one, ptr(x), d, zero, ptr(s), ld)
-        lib.cblas_sgemm(row, no, no, n, d, n, one, ptr(s), ld, ptr(x), d, zero, ptr(out), d)
+    def __init__(self, lib, n, m, d):
+        import ctypes
+        self.lib, self.n, self.m, self.d = lib, n, m, d
+        padded = -(-(n + m) // 16) * 16
+        self.ld = padded + (16 if padded * 4 % 2048 == 0 else 0)
+        rng = numpy.random.default_rng(0)
+        self.x = rng.standard_normal((n, d)).astype(numpy.float32)
+        self.r = rng.standard_normal((max(m, 1), d)).astype(numpy.float32)
+        self.s = numpy.zeros((n, self.ld), numpy.float32)
+        self.out = numpy.zeros((n, d), numpy.float32)
+        self.ptr = lambda a: a.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
+        self.s_refs = ctypes.c_void_p(self.s.ctypes.data + 4 * n)
+        self.one, self.zero = ctypes.c_float(1), ctypes.c_float(0)
+
+    ROW, UPPER, NO, YES = 101, 121, 111, 112
+
+    def forward(self):
+        lib, n, m, d, ld, p = self.lib, self.n, self.m, self.d, self.ld, self.ptr
+        lib.cblas_ssyrk(self.ROW, self.UPPER, self.NO, n, d, self.one, p(self.x), d,
+                        self.zero, p(self.s), ld)
         if m:
-            s_refs = ctypes.c_void_p(s.ctypes.data + 4 * n)
-            lib.cblas_sgemm(row, no, yes, n, m, d, one, ptr(x), d, ptr(r), d, zero, s_refs, ld)
-            lib.cblas_sgemm(row, no, no, n, d, m, one, s_refs, ld, ptr(r), d, one, ptr(out), d)
-    gemms()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        gemms()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+            lib.cblas_sgemm(self.ROW, self.NO, self.YES, n, m, d, self.one, p(self.x), d,
+                            p(self.r), d, self.zero, self.s_refs, ld)
+
+    def backward(self):
+        lib, n, m, d, ld, p = self.lib, self.n, self.m, self.d, self.ld, self.ptr
+        lib.cblas_sgemm(self.ROW, self.NO, self.NO, n, d, n, self.one, p(self.s), ld,
+                        p(self.x), d, self.zero, p(self.out), d)
+        if m:
+            lib.cblas_sgemm(self.ROW, self.NO, self.NO, n, d, m, self.one, self.s_refs, ld,
+                            p(self.r), d, self.one, p(self.out), d)
 
 
 def measure(args):
@@ -443,7 +456,6 @@ def measure(args):
 def run_size(args, caffe, torch, lib, cols, tmp, threads, k, n, m, d):
     """Every mining of one size: a JSON line each."""
     x, y, r, z = make_batch(n, d, m, k, args.seed)
-    gemm = layer_gemm_seconds(lib, n, m, d, args.repeats) if lib else None
     # PyTorch's loss here takes no references.
     cols = [c for c in cols if not (m and c == 'torch')]
     for mining in args.mining:
@@ -451,14 +463,17 @@ def run_size(args, caffe, torch, lib, cols, tmp, threads, k, n, m, d):
         with open(path, 'w') as f:
             f.write(net_prototxt(n, d, m, mining, args.tops, cols))
         net = caffe.Net(path, caffe.TRAIN)
-        for name, value in (('x', x), ('y', y), ('r', r), ('z', z)):
+        for name, value in (('x_in', x), ('y', y), ('r', r), ('z', z)):
             if name in net.blobs and value.size:
                 net.blobs[name].data[...] = value
         net.forward()   # Split layers share X and labels with their tops
         timers = {c: CaffeLayerTimer(net, c) for c in cols if c != 'torch'}
         if 'torch' in cols:
             timers['torch'] = TorchTimer(torch, x, y, mining, args.tops)
+        if lib and 'cpp' in cols:
+            timers['gemm'] = LayerGemmTimer(lib, n, m, d)
         res = time_interleaved(timers, args.repeats, args.min_time)
+        gemm = res.pop('gemm', (None,))[0]
         print(json.dumps({'key': [threads, k, n, m, d, mining], 'seconds': res,
                           'gemm': gemm, 'agree': check_agreement(timers)}), flush=True)
         del net, timers
