@@ -35,7 +35,8 @@ def bench(script, *args):
     (BLAS, ['--mkl', '/no/such/libmkl_rt.so'], '--mkl /no/such/libmkl_rt.so: no such file'),
     (BLAS, ['--threads', 'all'], "argument --threads: invalid int value: 'all'"),
     (BLAS, ['--no-such-option'], 'unrecognized arguments: --no-such-option'),
-    (STEP, ['--timed', '0'], '--size and --timed must be at least 1'),
+    (STEP, ['--timed', '0'], '--size, --rounds and --timed must be at least 1'),
+    (STEP, ['--rounds', '0'], '--size, --rounds and --timed must be at least 1'),
     (STEP, ['--data', '/no/such/data'], '/no/such/data: no train.txt'),
 ])
 def test_user_error_is_one_line_and_status_2(script, args, message):

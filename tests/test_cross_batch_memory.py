@@ -333,3 +333,36 @@ def test_features_without_values_are_an_error(caffe, write):
                   caffe.TRAIN)
     assert str(e.value) == (f'{LAYER}: bottom[0] (the features) must hold rows of at least '
                             'one value; got shape (4, 0)')
+
+
+@pytest.mark.parametrize('as_in_the_example', [True, False], ids=['example', 'no-propagate-down'])
+def test_the_example_loss_computes_no_gradient_for_the_memory(cpp_layer, write,
+                                                              as_in_the_example):
+    """The memory's blobs are parameters to the net, so Caffe asks the loss for the
+    references' gradient unless the loss says propagate_down: false for them, as the
+    example's net does (npair_examples.glyph_nets): then the memory's top keeps the
+    zero diff it was made with; without it the loss fills that diff (the control)."""
+    from npair_examples import glyph_nets
+    loss = glyph_nets.npair_loss('embed_norm', 'an_mining_method: HARD', references=True)
+    if not as_in_the_example:
+        loss = loss.replace('propagate_down: true propagate_down: false '
+                            'propagate_down: false propagate_down: false', '')
+    # The features through a Bias (0): they need a gradient, as a trunk's do.
+    net = cpp_layer.Net(write(
+        input_layer(8, (4,))
+        + 'layer { name: "trunk" type: "Bias" bottom: "feat" top: "embed_norm" }\n'
+        + glyph_nets.memory(size=16, warmup=0) + loss), cpp_layer.TRAIN)
+    rng = np.random.default_rng(5)
+    for step in range(3):
+        X = rng.normal(size=(8, 4))
+        net.blobs['feat'].data[...] = X / np.linalg.norm(X, axis=1, keepdims=True)
+        net.blobs['label'].data[...] = np.repeat(np.arange(4) + 4 * step, 2)
+        net._forward(0, len(net.layers) - 1)
+        net._backward(len(net.layers) - 1, 0)
+    memory_diff = net.blobs['memory'].diff
+    assert net.blobs['memory_label'].count == 16
+    assert np.abs(net.blobs['embed_norm'].diff).max() > 0
+    if as_in_the_example:
+        assert not memory_diff.any()
+    else:
+        assert np.abs(memory_diff).max() > 0

@@ -84,7 +84,7 @@ CASES = [
     ('benchmarks/cpu/bench_memory_step.py', SCRIPT, ['--data', 'missing'],
      'missing: no train.txt; render the data first'),
     ('benchmarks/cpu/bench_memory_step.py', SCRIPT, ['--size', '0'],
-     '--size and --timed must be at least 1'),
+     '--size, --rounds and --timed must be at least 1'),
     ('npair_examples.choose_memory', MODULE, ['--data', 'missing'],
      'missing/train.txt: No such file or directory'),
     ('npair_examples.choose_memory', MODULE, ['--jobs', '0'],

@@ -128,12 +128,15 @@ RAND_MINING = "ap_mining_method: RAND an_mining_method: RAND"
 def npair_loss(bottom, param, weight=1, python=False, references=False):
     """The N-pair layer on `bottom` with `param` (text-format fields); the first top (the
     loss) weighted `weight`, the monitors 0; with `references`, the memory's tops as
-    bottoms 2 and 3."""
+    bottoms 2 and 3, and propagate_down false for them: the memory passes nothing back,
+    so the loss need not compute the references' gradient (Caffe asks for it, since
+    the memory's blobs are parameters to the net)."""
     weights = " ".join("loss_weight: %d" % (weight if i == 0 else 0)
                        for i in range(len(MONITOR_TOPS)))
     tops = " ".join('top: "%s"' % t for t in MONITOR_TOPS)
     if references:
-        tops = 'bottom: "memory" bottom: "memory_label"\n  ' + tops
+        tops = ('bottom: "memory" bottom: "memory_label"\n  propagate_down: true '
+                'propagate_down: false propagate_down: false propagate_down: false\n  ' + tops)
     if python:
         body = ('python_param {\n    module: "npair_loss.layer" '
                 'layer: "NPairMultiClassLossLayer"\n    param_str: "%s"\n  }' % param)
@@ -151,7 +154,7 @@ def npair_loss(bottom, param, weight=1, python=False, references=False):
 
 def memory(size=MEMORY_SIZE, warmup=MEMORY_WARMUP):
     """The CrossBatchMemory of npair_xbm on the embedding. propagate_down false: nothing
-    flows back through it, so the loss need not compute its references' gradient."""
+    flows back through it into the embedding."""
     return """# The last %d training embeddings, stored after a warm-up of %d iterations, as
 # further candidates of every query (empty in TEST).
 layer {
