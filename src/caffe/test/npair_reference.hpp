@@ -17,6 +17,9 @@
 #include <limits>
 #include <vector>
 
+#include "gtest/gtest.h"
+
+#include "caffe/blob.hpp"
 #include "caffe/proto/caffe.pb.h"
 
 namespace caffe {
@@ -261,6 +264,38 @@ inline vector<NPairLossParameter> AllMinings() {
     }
   }
   return all;
+}
+
+// The layer's five tops and its gradients (into the features, and into the
+// references when `refs` is given) against `expected`, within the tolerances
+// of docs/layer_contract.md §5: the gradients relative to the largest element
+// of both together.
+template <typename Dtype>
+void ExpectMatches(const NPairExpected& expected,
+                   const vector<Blob<Dtype>*>& tops,
+                   const Blob<Dtype>& features, const Blob<Dtype>* refs) {
+  const bool is_float = sizeof(Dtype) == 4;
+  const double rel = is_float ? 1e-4 : 1e-10;
+  EXPECT_NEAR(expected.loss, tops[0]->cpu_data()[0],
+              rel * std::max(std::fabs(expected.loss), 1e-3));
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_NEAR(expected.recall[k], tops[1 + k]->cpu_data()[0], rel);
+  }
+  EXPECT_NEAR(expected.asum, tops[4]->cpu_data()[0], rel * expected.asum);
+  double largest = 0;
+  for (int i = 0; i < expected.grad.size(); ++i) {
+    largest = std::max(largest, std::fabs(expected.grad[i]));
+  }
+  for (int i = 0; refs && i < expected.ref_grad.size(); ++i) {
+    largest = std::max(largest, std::fabs(expected.ref_grad[i]));
+  }
+  const double tol = (is_float ? 1e-3 : 1e-8) * largest;
+  for (int i = 0; i < expected.grad.size(); ++i) {
+    EXPECT_NEAR(expected.grad[i], features.cpu_diff()[i], tol) << i;
+  }
+  for (int i = 0; refs && i < expected.ref_grad.size(); ++i) {
+    EXPECT_NEAR(expected.ref_grad[i], refs->cpu_diff()[i], tol) << i;
+  }
 }
 
 }  // namespace npair_test

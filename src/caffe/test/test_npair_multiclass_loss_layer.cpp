@@ -24,6 +24,7 @@ namespace caffe {
 namespace {
 
 using npair_test::AllMinings;
+using npair_test::ExpectMatches;
 using npair_test::kInf;
 using npair_test::kNaN;
 using npair_test::Mining;
@@ -199,22 +200,7 @@ class NPairMultiClassLossLayerTest : public MultiDeviceTest<TypeParam> {
     Run(param, 5);
     const NPairExpected expected = NPairReference(Features(), Labels(),
         features_.count(1), p);
-    const bool is_float = sizeof(Dtype) == 4;
-    const double rel = is_float ? 1e-4 : 1e-10;
-    EXPECT_NEAR(expected.loss, tops_[0]->cpu_data()[0],
-                rel * std::max(std::fabs(expected.loss), 1e-3));
-    for (int k = 0; k < 3; ++k) {
-      EXPECT_NEAR(expected.recall[k], tops_[1 + k]->cpu_data()[0], rel);
-    }
-    EXPECT_NEAR(expected.asum, tops_[4]->cpu_data()[0], rel * expected.asum);
-    double largest = 0;
-    for (int i = 0; i < expected.grad.size(); ++i) {
-      largest = std::max(largest, std::fabs(expected.grad[i]));
-    }
-    const double grad_tol = (is_float ? 1e-3 : 1e-8) * largest;
-    for (int i = 0; i < expected.grad.size(); ++i) {
-      EXPECT_NEAR(expected.grad[i], features_.cpu_diff()[i], grad_tol) << i;
-    }
+    ExpectMatches<Dtype>(expected, tops_, features_, NULL);
   }
 
   // Loss, gradient and R@K on the current batch for every mining: all zero

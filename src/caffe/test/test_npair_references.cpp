@@ -25,6 +25,7 @@ namespace caffe {
 namespace {
 
 using npair_test::AllMinings;
+using npair_test::ExpectMatches;
 using npair_test::kNaN;
 using npair_test::Mining;
 using npair_test::MiningSlack;
@@ -120,30 +121,7 @@ class NPairReferencesTest : public MultiDeviceTest<TypeParam> {
     const NPairExpected expected = NPairReference(Values(features_),
         Values(labels_), Values(refs_), Values(ref_labels_),
         features_.count(1), p);
-    const bool is_float = sizeof(Dtype) == 4;
-    const double rel = is_float ? 1e-4 : 1e-10;
-    EXPECT_NEAR(expected.loss, tops_[0]->cpu_data()[0],
-                rel * std::max(std::fabs(expected.loss), 1e-3));
-    for (int k = 0; k < 3; ++k) {
-      EXPECT_NEAR(expected.recall[k], tops_[1 + k]->cpu_data()[0], rel);
-    }
-    EXPECT_NEAR(expected.asum, tops_[4]->cpu_data()[0], rel * expected.asum);
-    // The contract's gradient tolerance, relative to the largest element of
-    // both gradients together.
-    double largest = 0;
-    for (int i = 0; i < expected.grad.size(); ++i) {
-      largest = std::max(largest, std::fabs(expected.grad[i]));
-    }
-    for (int i = 0; i < expected.ref_grad.size(); ++i) {
-      largest = std::max(largest, std::fabs(expected.ref_grad[i]));
-    }
-    const double tol = (is_float ? 1e-3 : 1e-8) * largest;
-    for (int i = 0; i < expected.grad.size(); ++i) {
-      EXPECT_NEAR(expected.grad[i], features_.cpu_diff()[i], tol) << i;
-    }
-    for (int i = 0; i < expected.ref_grad.size(); ++i) {
-      EXPECT_NEAR(expected.ref_grad[i], refs_.cpu_diff()[i], tol) << i;
-    }
+    ExpectMatches(expected, tops_, features_, &refs_);
   }
 
   // Grid features for labels y and references for labels z; every mining
