@@ -250,6 +250,19 @@ inline NPairLossParameter Mining(P::MiningRegion ap_region,
   return p;
 }
 
+// A layer's parameter: `mining` with these margins and SNs.
+inline LayerParameter LayerWith(const NPairLossParameter& mining,
+    float margin_ident, float margin_diff, float identsn, float diffsn) {
+  LayerParameter param;
+  NPairLossParameter* p = param.mutable_npair_loss_param();
+  p->CopyFrom(mining);
+  p->set_margin_ident(margin_ident);
+  p->set_margin_diff(margin_diff);
+  p->set_identsn(identsn);
+  p->set_diffsn(diffsn);
+  return param;
+}
+
 // All 100 mining configurations, margins and SNs left at their defaults.
 inline vector<NPairLossParameter> AllMinings() {
   vector<NPairLossParameter> all;

@@ -27,6 +27,7 @@ using npair_test::AllMinings;
 using npair_test::ExpectMatches;
 using npair_test::kInf;
 using npair_test::kNaN;
+using npair_test::LayerWith;
 using npair_test::Mining;
 using npair_test::MiningSlack;
 using npair_test::NPairExpected;
@@ -362,13 +363,8 @@ TYPED_TEST(NPairMultiClassLossLayerTest, TestGradient) {
   const vector<NPairLossParameter> minings = AllMinings();
   for (int m = 0; m < minings.size(); ++m) {
     SCOPED_TRACE(minings[m].ShortDebugString());
-    LayerParameter param;
-    NPairLossParameter* p = param.mutable_npair_loss_param();
-    p->CopyFrom(minings[m]);
-    p->set_margin_ident(margin_ident);
-    p->set_margin_diff(margin_diff);
-    p->set_identsn(1);
-    p->set_diffsn(-0.5);
+    const LayerParameter param =
+        LayerWith(minings[m], margin_ident, margin_diff, 1, -0.5);
     NPairMultiClassLossLayer<Dtype> layer(param);
     GradientChecker<Dtype> checker(step, 1e-3, 1701);
     checker.CheckGradientExhaustive(&layer, this->bottom_, this->Tops(1), 0);

@@ -27,6 +27,7 @@ namespace {
 using npair_test::AllMinings;
 using npair_test::ExpectMatches;
 using npair_test::kNaN;
+using npair_test::LayerWith;
 using npair_test::Mining;
 using npair_test::MiningSlack;
 using npair_test::NPairExpected;
@@ -286,13 +287,8 @@ TYPED_TEST(NPairReferencesTest, TestGradient) {
   const vector<NPairLossParameter> minings = AllMinings();
   for (int m = 0; m < minings.size(); ++m) {
     SCOPED_TRACE(minings[m].ShortDebugString());
-    LayerParameter param;
-    NPairLossParameter* p = param.mutable_npair_loss_param();
-    p->CopyFrom(minings[m]);
-    p->set_margin_ident(margin_ident);
-    p->set_margin_diff(margin_diff);
-    p->set_identsn(1);
-    p->set_diffsn(-0.5);
+    const LayerParameter param =
+        LayerWith(minings[m], margin_ident, margin_diff, 1, -0.5);
     for (int b = 0; b < 4; b += 2) {  // the features, then the references
       SCOPED_TRACE(b);
       NPairMultiClassLossLayer<Dtype> layer(param);
@@ -328,13 +324,8 @@ TYPED_TEST(NPairReferencesTest, TestSameResultsForAnyThreadCount) {
     const vector<NPairLossParameter> minings = AllMinings();
     for (int m = 0; m < minings.size(); ++m) {
       SCOPED_TRACE(minings[m].ShortDebugString());
-      LayerParameter param;
-      NPairLossParameter* p = param.mutable_npair_loss_param();
-      p->CopyFrom(minings[m]);
-      p->set_margin_ident(0.05f);
-      p->set_margin_diff(-0.1f);
-      p->set_identsn(-0.3f);
-      p->set_diffsn(2);
+      const LayerParameter param =
+          LayerWith(minings[m], 0.05f, -0.1f, -0.3f, 2);
       vector<Dtype> first;
       for (int t = 0; t < 3; ++t) {
         omp_set_num_threads(threads[t]);
