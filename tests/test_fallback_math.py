@@ -369,3 +369,19 @@ def test_recall_counts_queries_whose_positives_are_nan():
     with np.errstate(all='ignore'):
         out = npair_math.forward(X, labels, as_layer_params(ref.Params()))
     assert all(r in allowed for r, allowed in zip(out.recall, expected)), out.recall
+
+
+def test_blas_products_report_no_invalid_flag_and_keep_the_nan():
+    """OpenBLAS's kernels can leave the 'invalid' flag raised on finite input; products
+    run in arrays.blas_products, so a flag a product leaves is no warning, while a NaN it
+    computes (here inf * 0) stays in its result."""
+    from npair_loss.arrays import blas_products
+    a = np.array([[np.inf, 1.0]], np.float32)
+    b = np.array([[0.0], [1.0]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        with pytest.raises(RuntimeWarning):
+            a @ b
+        with blas_products(np):
+            product = a @ b
+    assert np.isnan(product[0, 0])

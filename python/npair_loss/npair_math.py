@@ -44,7 +44,7 @@ from typing import NamedTuple
 
 import numpy
 
-from .arrays import array_module
+from .arrays import array_module, blas_products
 from .mining import kept_pairs
 from .pairs import by_row, label_relation, positive_pairs
 
@@ -85,23 +85,27 @@ def similarity(X, R=None, out=None):
     S = xp.empty((n, n + m), X.dtype) if out is None else out
     if xp is not numpy:
         B = S if m == 0 else xp.empty((n, n), X.dtype)
-        xp.matmul(X, X.T, out=B)
+        with blas_products(xp):
+            xp.matmul(X, X.T, out=B)
         B += B.T.copy()
         B *= 0.5
         if m:
             S[:, :n] = B
-            S[:, n:] = X @ R.T
+            with blas_products(xp):
+                S[:, n:] = X @ R.T
         return S
     B = S[:, :n]
     for i in range(0, n, _PANEL):
         rows = slice(i, i + _PANEL)
-        numpy.matmul(X[rows], X[i:].T, out=B[rows, i:])
+        with blas_products(xp):
+            numpy.matmul(X[rows], X[i:].T, out=B[rows, i:])
         diagonal = B[rows, rows]
         diagonal += diagonal.T.copy()
         diagonal *= 0.5
     _mirror_upper(B)
     if m:
-        numpy.matmul(X, R.T, out=S[:, n:])
+        with blas_products(xp):
+            numpy.matmul(X, R.T, out=S[:, n:])
     return S
 
 
@@ -189,7 +193,8 @@ def loss_and_weights(S, keep, pos, work=None, mask=None):
     xp.exp(S, out=S)
     f = xp.exp(kept_pos - max_pos[pos.row])
     S.ravel()[pos.at] = 0
-    sum_neg = (S @ xp.ones((S.shape[1], 1), S.dtype))[:, 0].astype(f64)  # a GEMV: 3x a row sum
+    with blas_products(xp):
+        sum_neg = (S @ xp.ones((S.shape[1], 1), S.dtype))[:, 0].astype(f64)  # a GEMV: 3x a row sum
     sum_pos = by_row(f, pos, 0).sum(axis=1, dtype=f64)
     sum_pos = xp.where(has_pos, sum_pos, 1)
     r = xp.exp(max_pos.astype(f64) - max_all.astype(f64))
@@ -274,14 +279,15 @@ def gradient(X, W, g, workspace=None, R=None):
     xp = array_module(X)
     n, d = X.shape
     W_B = W[:, :n]
-    if xp is numpy and d <= _TWO_GEMMS_MAX_D:
-        G = W_B @ X
-        G += W_B.T @ X
-    else:
-        work = workspace or Workspace()
-        G = _add_transpose(W_B, work.get(xp, 'scratch', W.shape, W.dtype)[:, :n]) @ X
-    if _has_rows(R):
-        G += W[:, n:] @ R
+    with blas_products(xp):
+        if xp is numpy and d <= _TWO_GEMMS_MAX_D:
+            G = W_B @ X
+            G += W_B.T @ X
+        else:
+            work = workspace or Workspace()
+            G = _add_transpose(W_B, work.get(xp, 'scratch', W.shape, W.dtype)[:, :n]) @ X
+        if _has_rows(R):
+            G += W[:, n:] @ R
     G *= g / n
     return G
 
@@ -290,7 +296,8 @@ def reference_gradient(X, W, g):
     """d(g * loss)/dR = (g / N) W_R^T X (M x D): each reference gets the query end of
     its pairs."""
     n = len(X)
-    G = W[:, n:].T @ X
+    with blas_products(array_module(X)):
+        G = W[:, n:].T @ X
     G *= g / n
     return G
 
